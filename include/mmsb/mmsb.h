@@ -1,0 +1,247 @@
+/*
+ * mmsb.h - the public C API of MMSB, the compiler-integrated state bus.
+ *
+ * A program marks data with the annotations below and is compiled with the
+ * MMSB LLVM pass (tools/mmsb-cc).  Every store into annotated state is then
+ * recorded; mmsb_commit() turns the recorded stores into byte-exact page
+ * deltas, seals them as one epoch and hands that batch to the bus's sinks.
+ *
+ * Conventions: every function that can fail returns an int status, MMSB_OK (0)
+ * or a negative MMSB_E* code; mmsb_strerror() names a code and
+ * mmsb_last_error() gives the detail of the last failure on this thread.
+ * No function aborts on bad user input.
+ */
+#ifndef MMSB_MMSB_H
+#define MMSB_MMSB_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ---- annotations ------------------------------------------------------ */
+
+/* The annotations are read by the pass, which needs clang; other compilers
+ * see them as plain (untracked) declarations. */
+#if defined(__clang__)
+#define MMSB_ANNOTATE_(what) __attribute__((annotate(what)))
+#else
+#define MMSB_ANNOTATE_(what)
+#endif
+
+/* A global or static variable that becomes a region named after it,
+ * registered before main() by a constructor the pass emits.  The pass moves
+ * it to the mmsb_state section, page-aligned. */
+#define MMSB_STATE    MMSB_ANNOTATE_("mmsb.state") __attribute__((aligned(4096)))
+/* A struct field whose stores are tracked in any object inside a region. */
+#define MMSB_TRACKED  MMSB_ANNOTATE_("mmsb.tracked")
+/* A function returning a pointer to tracked memory. */
+#define MMSB_ALLOC    MMSB_ANNOTATE_("mmsb.alloc")
+/* A function whose stores through pointers of unknown origin are range-checked
+ * even in the pass's "annotated" mode. */
+#define MMSB_PRODUCER MMSB_ANNOTATE_("mmsb.producer")
+
+/* ---- status codes ----------------------------------------------------- */
+
+enum {
+  MMSB_OK = 0,
+  MMSB_EINVAL = -1,       /* a bad argument */
+  MMSB_ENOMEM = -2,       /* out of memory or address space */
+  MMSB_EEXIST = -3,       /* a name already in use */
+  MMSB_ENOTFOUND = -4,    /* no such region, node, subscriber or file */
+  MMSB_ERANGE = -5,       /* an address or length outside tracked memory */
+  MMSB_ECORRUPT = -6,     /* bytes that fail validation (format, checksum) */
+  MMSB_EIO = -7,          /* an I/O error from the operating system */
+  MMSB_ENOSPC = -8,       /* the disk is full or a file limit was reached */
+  MMSB_EMISMATCH = -9,    /* a region whose size differs from the log's */
+  MMSB_EBUSY = -10,       /* the object is in use */
+  MMSB_ENODEV = -11,      /* no device, or the device failed */
+  MMSB_ECYCLE = -12,      /* an edge that would close a cycle */
+  MMSB_ENODE = -13,       /* a propagation node reported failure */
+  MMSB_EUNSUPPORTED = -14 /* not available in this build */
+};
+
+const char *mmsb_strerror(int status);
+/* Detail of the last failure on the calling thread; "" when none. */
+const char *mmsb_last_error(void);
+
+/* ---- bus ---------------------------------------------------------------- */
+
+typedef struct mmsb_bus mmsb_bus;
+typedef struct mmsb_region mmsb_region;
+typedef struct mmsb_batch mmsb_batch;
+typedef uint64_t mmsb_epoch_t;
+
+enum mmsb_sync { MMSB_SYNC_NONE = 0, MMSB_SYNC_COMMIT = 1, MMSB_SYNC_GROUP = 2 };
+
+typedef struct mmsb_config {
+  const char *dir;        /* log directory; NULL: in memory only */
+  int sync;               /* enum mmsb_sync (MMSB_SYNC) */
+  unsigned group_ms;      /* group-commit interval in ms (MMSB_SYNC=group:MS) */
+  int verify;             /* MMSB_VERIFY: check every commit against a copy */
+  int stats;              /* MMSB_STATS: print a summary when the bus closes */
+  int device;             /* MMSB_DEVICE: CUDA device for mirrors, -1 none */
+  const char *trace;      /* MMSB_TRACE: Chrome trace-event JSON file */
+} mmsb_config;
+
+/* Fills defaults, then applies the MMSB_* environment variables. */
+void mmsb_config_init(mmsb_config *cfg);
+/* Opens a bus; recovers cfg->dir when it holds a log.  cfg NULL: defaults. */
+int mmsb_bus_open(const mmsb_config *cfg, mmsb_bus **out);
+/* Commits nothing; flushes the log; frees the bus and its regions.
+ * Uncommitted stores are dropped. */
+int mmsb_bus_close(mmsb_bus *bus);
+/* The process bus, configured from MMSB_* on first use.  Never NULL: if it
+ * cannot be opened as configured, it is opened in memory and the reason is
+ * printed once to stderr. */
+mmsb_bus *mmsb_default_bus(void);
+
+/* ---- regions ------------------------------------------------------------ */
+
+enum {
+  /* Map the region from the file /dev/shm/mmsb.NAME with MAP_SHARED so that
+   * other processes can map the same state (see mmsb_region_create_mapped). */
+  MMSB_REGION_SHARED = 1u << 0
+};
+
+/* Creates a page-aligned zero-filled region of `size` bytes named `name`
+ * (1..MMSB_NAME_MAX bytes).  On a bus recovered from a log, a logged name
+ * with the same size returns that region holding the recovered bytes; a
+ * different size is MMSB_EMISMATCH. A name in use otherwise is MMSB_EEXIST. */
+int mmsb_region_create(mmsb_bus *bus, const char *name, size_t size,
+                       unsigned flags, mmsb_region **out);
+/* Like mmsb_region_create with MMSB_REGION_SHARED, mapping the file at
+ * `path` (created if missing, extended to the region size). */
+int mmsb_region_create_mapped(mmsb_bus *bus, const char *name, size_t size,
+                              const char *path, mmsb_region **out);
+int mmsb_region_find(mmsb_bus *bus, const char *name, mmsb_region **out);
+/* Releases a region: its memory is unmapped; uncommitted stores are lost. */
+int mmsb_region_destroy(mmsb_region *r);
+MMSB_ALLOC void *mmsb_region_data(const mmsb_region *r);
+size_t mmsb_region_size(const mmsb_region *r);
+const char *mmsb_region_name(const mmsb_region *r);
+/* The id that deltas carry: stable for a name within a log. */
+uint32_t mmsb_region_id(const mmsb_region *r);
+mmsb_region *mmsb_region_by_id(mmsb_bus *bus, uint32_t id);
+
+#define MMSB_NAME_MAX 255
+#define MMSB_PAGE_SIZE 4096
+#define MMSB_GRANULE 8
+
+/* ---- recording and commit ---------------------------------------------- */
+
+/* Marks bytes written by code the pass did not see (assembly, a library
+ * built without the pass, a device copy).  MMSB_ERANGE if any byte lies
+ * outside every region (the bytes inside are still marked). */
+int mmsb_touch(const void *addr, size_t len);
+
+/* Collects the marks into one batch, seals it as the next epoch and hands it
+ * to the sinks (propagation, log, mirrors, subscribers, in that order).
+ * bus NULL: the default bus.  Writers must be quiescent during a commit. */
+int mmsb_commit(mmsb_bus *bus, mmsb_epoch_t *epoch);
+/* Last committed epoch, 0 before the first. bus NULL: the default bus. */
+mmsb_epoch_t mmsb_epoch(const mmsb_bus *bus);
+int mmsb_checkpoint(mmsb_bus *bus);
+
+/* ---- deltas and batches (format: docs/format.md) ----------------------- */
+
+enum mmsb_op {
+  MMSB_OP_ASSIGN = 0, /* overwrite bytes (what stores produce) */
+  MMSB_OP_ADD = 1,
+  MMSB_OP_MIN = 2,
+  MMSB_OP_MAX = 3,
+  MMSB_OP_OR = 4,     /* integer types only */
+  MMSB_OP_XOR = 5     /* integer types only */
+};
+enum mmsb_type {
+  MMSB_T_BYTES = 0,   /* ASSIGN only */
+  MMSB_T_U32 = 1, MMSB_T_U64 = 2, MMSB_T_I64 = 3, MMSB_T_F32 = 4, MMSB_T_F64 = 5
+};
+
+/* Queues an accumulating delta: at the next commit, element i of `values`
+ * is combined with the element at byte `offset` of the region by `op`
+ * (after the commit's ASSIGN deltas).  Several producers may accumulate into
+ * the same words in the same epoch; integer ops commute exactly. */
+int mmsb_accumulate(mmsb_region *r, size_t offset, int op, int type,
+                    const void *values, size_t count);
+
+/* One page delta, viewed inside a batch's bytes. */
+typedef struct mmsb_delta {
+  uint32_t region_id;
+  uint8_t op, type;      /* enum mmsb_op, enum mmsb_type */
+  uint8_t whole_page;    /* 1: body is the page from offset 0 */
+  uint64_t page;         /* page index within the region */
+  uint32_t nruns;
+  const uint8_t *body;   /* encoded runs (docs/format.md) */
+  uint32_t body_len;
+} mmsb_delta;
+
+typedef struct mmsb_run {
+  uint32_t offset, length; /* within the page */
+  const uint8_t *bytes;
+} mmsb_run;
+
+mmsb_epoch_t mmsb_batch_epoch(const mmsb_batch *b);
+size_t mmsb_batch_count(const mmsb_batch *b);
+/* The i-th delta, in (region id, page) order. */
+int mmsb_batch_delta(const mmsb_batch *b, size_t i, mmsb_delta *out);
+/* Iterates a delta's runs: *cursor starts at 0; returns 1 and fills *run
+ * while runs remain, 0 at the end. */
+int mmsb_delta_next_run(const mmsb_delta *d, uint32_t *cursor, mmsb_run *run);
+/* The batch as bytes in the format of docs/format.md. */
+const uint8_t *mmsb_batch_bytes(const mmsb_batch *b, size_t *len);
+/* The batch of the bus's last commit; valid until the next commit. */
+const mmsb_batch *mmsb_last_batch(const mmsb_bus *bus);
+/* Validates untrusted bytes and makes a batch of them (copied). */
+int mmsb_batch_decode(const void *bytes, size_t len, mmsb_batch **out);
+void mmsb_batch_free(mmsb_batch *b);
+/* Applies one delta to a page buffer of page_len bytes (the last page of a
+ * region may be short); MMSB_ERANGE if a run falls outside it. */
+int mmsb_delta_apply(const mmsb_delta *d, void *page, size_t page_len);
+/* Applies every delta of the batch to the regions of `bus` by id. */
+int mmsb_batch_apply(const mmsb_batch *b, mmsb_bus *bus);
+/* compose(a, b): one delta d with apply(apply(s,a),b) == apply(s,d).
+ * a and b must be for the same page with the same op and type.  Writes the
+ * encoded delta (header and body, docs/format.md) to out[cap]; cap of
+ * MMSB_DELTA_MAX always suffices. */
+int mmsb_delta_compose(const mmsb_delta *a, const mmsb_delta *b,
+                       uint8_t *out, size_t cap, size_t *out_len);
+/* Encodes a page delta from a byte mask (bit i of mask: byte i is part of the
+ * delta) and the page values; picks runs or the whole page, whichever is
+ * smaller (whole pages for ASSIGN only). */
+int mmsb_delta_encode(uint32_t region_id, uint64_t page, int op, int type,
+                      const uint8_t mask[MMSB_PAGE_SIZE / 8],
+                      const uint8_t *values, size_t page_len,
+                      uint8_t *out, size_t cap, size_t *out_len);
+/* Views one encoded delta (as written by encode or compose). */
+int mmsb_delta_view(const uint8_t *enc, size_t len, mmsb_delta *out);
+#define MMSB_DELTA_MAX (24 + 2 * MMSB_PAGE_SIZE + 4 * MMSB_PAGE_SIZE / 2)
+
+/* ---- subscribers (the router's last sink) ------------------------------- */
+
+/* Called once per commit, after the log and mirrors, with the epoch's batch.
+ * A nonzero return makes mmsb_commit return MMSB_EIO (the epoch stays
+ * committed).  The batch is valid only during the call. */
+typedef int (*mmsb_subscriber_fn)(void *ctx, const mmsb_batch *batch);
+int mmsb_subscribe(mmsb_bus *bus, mmsb_subscriber_fn fn, void *ctx,
+                   unsigned *id);
+int mmsb_unsubscribe(mmsb_bus *bus, unsigned id);
+
+/* ---- statistics and verification ---------------------------------------- */
+
+typedef struct mmsb_stats {
+  uint64_t commits, deltas, runs, delta_bytes, whole_pages;
+  uint64_t stores_outside;   /* entry-point calls outside every region */
+  uint64_t untracked_bytes;  /* MMSB_VERIFY: changed bytes no delta covered */
+  uint64_t commit_ns;        /* total time in mmsb_commit */
+} mmsb_stats;
+int mmsb_stats_get(const mmsb_bus *bus, mmsb_stats *out);
+/* MMSB_VERIFY: changed bytes that no delta covered at the last commit. */
+uint64_t mmsb_verify_last(const mmsb_bus *bus);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* MMSB_MMSB_H */

@@ -1,0 +1,248 @@
+/*
+ * batch.c - all deltas of one epoch as one byte buffer (docs/format.md),
+ * with an index of where each delta starts.  The bytes are what the log,
+ * the wire and the GPU staging buffers carry; the index is rebuilt (and
+ * every length checked) when a batch is decoded from untrusted bytes.
+ */
+#include "internal.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+int mmsb_buf_reserve(mmsb_buf *b, size_t extra) {
+  if (extra > SIZE_MAX / 2 - b->len) return mmsb_fail(MMSB_ENOMEM, "buffer overflow");
+  if (b->len + extra <= b->cap) return MMSB_OK;
+  size_t cap = b->cap ? b->cap : 4096;
+  while (cap < b->len + extra) cap *= 2;
+  uint8_t *p = realloc(b->p, cap);
+  if (!p) return mmsb_fail(MMSB_ENOMEM, "buffer of %zu bytes", cap);
+  b->p = p;
+  b->cap = cap;
+  return MMSB_OK;
+}
+
+void mmsb_buf_free(mmsb_buf *b) {
+  free(b->p);
+  *b = (mmsb_buf){0};
+}
+
+static int index_push(mmsb_batch *b, size_t off) {
+  if (b->count == b->index_cap) {
+    size_t cap = b->index_cap ? b->index_cap * 2 : 256;
+    size_t *ix = realloc(b->index, cap * sizeof *ix);
+    if (!ix) return mmsb_fail(MMSB_ENOMEM, "batch index");
+    b->index = ix;
+    b->index_cap = cap;
+  }
+  b->index[b->count++] = off;
+  return MMSB_OK;
+}
+
+int mmsb_batch_begin(mmsb_batch *b, mmsb_epoch_t epoch) {
+  b->bytes.len = 0;
+  b->count = 0;
+  int rc = mmsb_buf_reserve(&b->bytes, MMSB_BATCH_HDR);
+  if (rc) return rc;
+  uint8_t *h = b->bytes.p;
+  uint32_t magic = MMSB_BATCH_MAGIC, zero = 0;
+  uint16_t ver = MMSB_BATCH_VERSION, hs = MMSB_BATCH_HDR;
+  memcpy(h, &magic, 4);
+  memcpy(h + 4, &ver, 2);
+  memcpy(h + 6, &hs, 2);
+  memcpy(h + 8, &epoch, 8);
+  memcpy(h + 16, &zero, 4);
+  memcpy(h + 20, &zero, 4);
+  b->bytes.len = MMSB_BATCH_HDR;
+  return MMSB_OK;
+}
+
+uint8_t *mmsb_batch_reserve(mmsb_batch *b, size_t max) {
+  if (mmsb_buf_reserve(&b->bytes, max)) return NULL;
+  return b->bytes.p + b->bytes.len;
+}
+
+int mmsb_batch_commit_reserved(mmsb_batch *b, size_t len) {
+  int rc = index_push(b, b->bytes.len);
+  if (rc) return rc;
+  b->bytes.len += len;
+  return MMSB_OK;
+}
+
+int mmsb_batch_append(mmsb_batch *b, const uint8_t *enc, size_t len) {
+  uint8_t *p = mmsb_batch_reserve(b, len);
+  if (!p) return MMSB_ENOMEM;
+  memcpy(p, enc, len);
+  return mmsb_batch_commit_reserved(b, len);
+}
+
+/* Writes the delta count into the header. */
+void mmsb_batch_finish(mmsb_batch *b) {
+  uint32_t n = (uint32_t)b->count;
+  memcpy(b->bytes.p + 16, &n, 4);
+}
+
+void mmsb_batch_reset(mmsb_batch *b) {
+  mmsb_buf_free(&b->bytes);
+  free(b->index);
+  b->index = NULL;
+  b->count = b->index_cap = 0;
+}
+
+int mmsb_batch_decode(const void *bytes, size_t len, mmsb_batch **out) {
+  if (!bytes || !out) return mmsb_fail(MMSB_EINVAL, "NULL argument");
+  *out = NULL;
+  const uint8_t *p = bytes;
+  if (len < MMSB_BATCH_HDR) return mmsb_fail(MMSB_ECORRUPT, "batch shorter than its header");
+  uint32_t magic, n, flags;
+  uint16_t ver, hs;
+  memcpy(&magic, p, 4);
+  memcpy(&ver, p + 4, 2);
+  memcpy(&hs, p + 6, 2);
+  memcpy(&n, p + 16, 4);
+  memcpy(&flags, p + 20, 4);
+  if (magic != MMSB_BATCH_MAGIC) return mmsb_fail(MMSB_ECORRUPT, "not a batch (magic)");
+  if (ver != MMSB_BATCH_VERSION)
+    return mmsb_fail(MMSB_ECORRUPT, "batch version %u (this build reads %u)", ver,
+                     MMSB_BATCH_VERSION);
+  if (hs != MMSB_BATCH_HDR || flags != 0) return mmsb_fail(MMSB_ECORRUPT, "bad batch header");
+  if (n > (len - MMSB_BATCH_HDR) / MMSB_DELTA_HDR)
+    return mmsb_fail(MMSB_ECORRUPT, "batch claims %u deltas in %zu bytes", n, len);
+  mmsb_batch *b = calloc(1, sizeof *b);
+  if (!b) return mmsb_fail(MMSB_ENOMEM, "batch");
+  b->owned = true;
+  int rc = mmsb_buf_reserve(&b->bytes, len);
+  if (rc) goto fail;
+  memcpy(b->bytes.p, p, len);
+  b->bytes.len = len;
+  size_t pos = MMSB_BATCH_HDR;
+  uint32_t prev_region = 0;
+  uint64_t prev_page = 0;
+  for (uint32_t i = 0; i < n; i++) {
+    mmsb_delta d;
+    if ((rc = mmsb_delta_view(b->bytes.p + pos, len - pos, &d))) {
+      mmsb_fail(rc, "delta %u at byte %zu: %s", i, pos, mmsb_last_error());
+      goto fail;
+    }
+    if (i && (d.region_id < prev_region ||
+              (d.region_id == prev_region && d.page < prev_page))) {
+      rc = mmsb_fail(MMSB_ECORRUPT, "delta %u out of (region, page) order", i);
+      goto fail;
+    }
+    prev_region = d.region_id;
+    prev_page = d.page;
+    if ((rc = index_push(b, pos))) goto fail;
+    pos += MMSB_DELTA_HDR + d.body_len;
+  }
+  if (pos != len) {
+    rc = mmsb_fail(MMSB_ECORRUPT, "batch has %zu trailing bytes", len - pos);
+    goto fail;
+  }
+  *out = b;
+  return MMSB_OK;
+fail:
+  mmsb_batch_free(b);
+  return rc;
+}
+
+void mmsb_batch_free(mmsb_batch *b) {
+  if (!b || !b->owned) return;
+  mmsb_batch_reset(b);
+  free(b);
+}
+
+mmsb_epoch_t mmsb_batch_epoch(const mmsb_batch *b) {
+  mmsb_epoch_t e = 0;
+  if (b && b->bytes.len >= MMSB_BATCH_HDR) memcpy(&e, b->bytes.p + 8, 8);
+  return e;
+}
+
+size_t mmsb_batch_count(const mmsb_batch *b) { return b ? b->count : 0; }
+
+int mmsb_batch_delta(const mmsb_batch *b, size_t i, mmsb_delta *out) {
+  if (!b || !out) return mmsb_fail(MMSB_EINVAL, "NULL argument");
+  if (i >= b->count) return mmsb_fail(MMSB_ERANGE, "delta %zu of %zu", i, b->count);
+  /* Deltas in a batch were validated when made or decoded. */
+  return mmsb_delta_view(b->bytes.p + b->index[i], b->bytes.len - b->index[i], out);
+}
+
+const uint8_t *mmsb_batch_bytes(const mmsb_batch *b, size_t *len) {
+  if (!b) return NULL;
+  if (len) *len = b->bytes.len;
+  return b->bytes.p;
+}
+
+/* Finds where delta i lands in bus: its page and the page's length. */
+static int resolve(const mmsb_batch *b, size_t i, mmsb_bus *bus, mmsb_delta *d,
+                   uint8_t **page, size_t *plen) {
+  int rc = mmsb_batch_delta(b, i, d);
+  if (rc) return rc;
+  mmsb_region *r = mmsb_region_by_id(bus, d->region_id);
+  if (!r) return mmsb_fail(MMSB_ENOTFOUND, "delta %zu: no region id %u", i, d->region_id);
+  if (d->page >= r->map_size / MMSB_PAGE_SIZE)
+    return mmsb_fail(MMSB_ERANGE, "delta %zu: page %llu past region '%s'", i,
+                     (unsigned long long)d->page, r->name);
+  size_t start = (size_t)d->page * MMSB_PAGE_SIZE;
+  *plen = r->size - start < MMSB_PAGE_SIZE ? r->size - start : MMSB_PAGE_SIZE;
+  *page = r->data + start;
+  uint32_t cur = 0;
+  mmsb_run run;
+  while (mmsb_delta_next_run(d, &cur, &run))
+    if (run.offset + (size_t)run.length > *plen)
+      return mmsb_fail(MMSB_ERANGE, "delta %zu: run past the end of region '%s'",
+                       i, r->name);
+  return MMSB_OK;
+}
+
+/* Checks every delta before applying any, so a bad batch changes nothing. */
+int mmsb_batch_apply(const mmsb_batch *b, mmsb_bus *bus) {
+  if (!b || !bus) return mmsb_fail(MMSB_EINVAL, "NULL argument");
+  mmsb_delta d;
+  uint8_t *page;
+  size_t plen;
+  for (size_t i = 0; i < b->count; i++) {
+    int rc = resolve(b, i, bus, &d, &page, &plen);
+    if (rc) return rc;
+  }
+  for (size_t i = 0; i < b->count; i++) {
+    resolve(b, i, bus, &d, &page, &plen);
+    mmsb_delta_apply(&d, page, plen);
+  }
+  return MMSB_OK;
+}
+
+/* Puts the deltas in (region, page) order, stably, so that deltas of one
+ * page keep the order they were appended in (ASSIGN before accumulations). */
+static const mmsb_batch *sort_batch;
+static int by_region_page(const void *pa, const void *pb) {
+  size_t a = *(const size_t *)pa, b = *(const size_t *)pb;
+  uint32_t ra, rb;
+  uint64_t ga, gb;
+  memcpy(&ra, sort_batch->bytes.p + a, 4);
+  memcpy(&rb, sort_batch->bytes.p + b, 4);
+  memcpy(&ga, sort_batch->bytes.p + a + 8, 8);
+  memcpy(&gb, sort_batch->bytes.p + b + 8, 8);
+  if (ra != rb) return ra < rb ? -1 : 1;
+  if (ga != gb) return ga < gb ? -1 : 1;
+  return a < b ? -1 : a > b; /* offsets grow with append order: stable */
+}
+
+int mmsb_batch_sort(mmsb_batch *b) {
+  mmsb_buf out = {0};
+  int rc = mmsb_buf_reserve(&out, b->bytes.len);
+  if (rc) return rc;
+  sort_batch = b; /* commit holds the bus lock; batches sort one at a time */
+  qsort(b->index, b->count, sizeof *b->index, by_region_page);
+  memcpy(out.p, b->bytes.p, MMSB_BATCH_HDR);
+  out.len = MMSB_BATCH_HDR;
+  for (size_t i = 0; i < b->count; i++) {
+    uint32_t body;
+    memcpy(&body, b->bytes.p + b->index[i] + 20, 4);
+    size_t len = MMSB_DELTA_HDR + body;
+    memcpy(out.p + out.len, b->bytes.p + b->index[i], len);
+    b->index[i] = out.len;
+    out.len += len;
+  }
+  mmsb_buf_free(&b->bytes);
+  b->bytes = out;
+  return MMSB_OK;
+}

@@ -1,0 +1,53 @@
+/*
+ * entry.c - the __mmsb_* entry points that instrumented code calls.
+ * Each is a range check and a bitmap test; see window.c for the bitmaps.
+ */
+#include "internal.h"
+
+#include <stdio.h>
+
+/* Inline check of window 0 first: dynamic regions are the common case. */
+static inline void store_n(const void *p, size_t n) {
+  uintptr_t a = (uintptr_t)p;
+  uintptr_t off = a - __mmsb_windows[0].lo;
+  if (off < __mmsb_windows[0].size && (off & 7) + n <= 8) {
+    size_t g = off >> GRAN_SHIFT;
+    _Atomic uint64_t *w = (_Atomic uint64_t *)&__mmsb_windows[0].gran[g >> 6];
+    if (atomic_load_explicit(w, memory_order_relaxed) >> (g & 63) & 1) return;
+  }
+  mmsb_mark_range(a, n);
+}
+
+void __mmsb_store1(const void *p) { store_n(p, 1); }
+void __mmsb_store2(const void *p) { store_n(p, 2); }
+void __mmsb_store4(const void *p) { store_n(p, 4); }
+void __mmsb_store8(const void *p) { store_n(p, 8); }
+void __mmsb_store16(const void *p) { mmsb_mark_range((uintptr_t)p, 16); }
+void __mmsb_store_range(const void *p, size_t n) { mmsb_mark_range((uintptr_t)p, n); }
+void __mmsb_mark(const void *p, size_t n) { mmsb_mark_range((uintptr_t)p, n); }
+
+int mmsb_touch(const void *addr, size_t len) {
+  if (!addr && len) return mmsb_fail(MMSB_EINVAL, "mmsb_touch: NULL address");
+  if (len == 0) return MMSB_OK;
+  if ((uintptr_t)addr + len < (uintptr_t)addr)
+    return mmsb_fail(MMSB_EINVAL, "mmsb_touch: range wraps the address space");
+  if (!mmsb_mark_range((uintptr_t)addr, len))
+    return mmsb_fail(MMSB_ERANGE, "mmsb_touch: [%p, +%zu) is not all inside "
+                     "tracked memory", addr, len);
+  return MMSB_OK;
+}
+
+void __mmsb_register_section(void *start, void *stop) {
+  int rc = mmsb_static_window_add((uintptr_t)start, (uintptr_t)stop);
+  if (rc)
+    fprintf(stderr, "mmsb: cannot track the mmsb_state section: %s\n",
+            mmsb_last_error());
+}
+
+void __mmsb_register_state(const char *name, void *addr, size_t size) {
+  mmsb_region *r;
+  int rc = mmsb_region_attach(mmsb_default_bus(), name, addr, size, &r);
+  if (rc)
+    fprintf(stderr, "mmsb: cannot register state '%s': %s\n", name,
+            mmsb_last_error());
+}

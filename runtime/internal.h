@@ -1,0 +1,159 @@
+/* internal.h - structures shared by the runtime's files (not installed). */
+#ifndef MMSB_INTERNAL_H
+#define MMSB_INTERNAL_H
+
+#include "mmsb/mmsb.h"
+#include "mmsb/format.h"
+#include "mmsb_abi.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+
+#define PAGE_SHIFT 12
+#define GRAN_SHIFT 3
+#define GRANS_PER_PAGE (MMSB_PAGE_SIZE / MMSB_GRANULE) /* 512 bits = 8 words */
+
+/* ---- error.c ---- */
+int mmsb_fail(int status, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+void mmsb_clear_error(void);
+
+/* ---- window.c: tracked address ranges and their dirty bitmaps ---- */
+typedef struct mmsb_win_meta {
+  uint64_t *pages;    /* one bit per page of the window */
+  uint64_t *summary;  /* one bit per word of `pages` (64 pages) */
+  size_t reserved;    /* bytes of address space reserved (window 0) */
+} mmsb_win_meta;
+extern mmsb_win_meta mmsb_win_meta_[MMSB_NWINDOWS];
+
+int mmsb_arena_init(void);
+/* Carves a page-aligned block of `size` bytes out of the arena. */
+int mmsb_arena_alloc(size_t size, void **out);
+void mmsb_arena_free(void *p, size_t size);
+/* Returns the window holding [p, p+n) or -1. */
+int mmsb_window_of(uintptr_t p, size_t n);
+/* Marks [p, p+n) dirty; returns false if it lies outside every window. */
+bool mmsb_mark_range(uintptr_t p, size_t n);
+/* Makes the shadow of [off, off+len) in window w resident and zero. */
+void mmsb_shadow_prefault(int w, uintptr_t off, size_t len);
+void mmsb_shadow_clear(int w, uintptr_t off, size_t len);
+uint64_t mmsb_outside_count(void);
+int mmsb_static_window_add(uintptr_t start, uintptr_t stop);
+
+/* ---- regions ---- */
+struct mmsb_region {
+  mmsb_bus *bus;
+  char name[MMSB_NAME_MAX + 1];
+  uint32_t id;
+  unsigned flags;
+  uint8_t *data;
+  size_t size;       /* bytes the user asked for */
+  size_t map_size;   /* size rounded up to pages */
+  int win;           /* window index */
+  uintptr_t win_off; /* data - window lo */
+  bool owned;        /* memory from the arena (false: a static global) */
+  int fd;            /* mapped file, -1 when anonymous */
+  uint8_t *shadow_copy; /* MMSB_VERIFY: the bytes at the last commit */
+};
+
+/* ---- router.c: the sinks an epoch reaches, in stage order ---- */
+enum mmsb_stage {
+  MMSB_STAGE_PROPAGATE = 0, /* derived deltas join the batch */
+  MMSB_STAGE_LOG = 1,       /* write-ahead: before anyone sees the epoch */
+  MMSB_STAGE_MIRROR = 2,    /* device copies */
+  MMSB_STAGE_SUBSCRIBE = 3  /* user callbacks */
+};
+typedef int (*mmsb_sink_fn)(void *ctx, mmsb_bus *bus, const mmsb_batch *b);
+typedef struct mmsb_sink {
+  unsigned id;
+  int stage;
+  mmsb_sink_fn fn;
+  void *ctx;
+} mmsb_sink;
+int mmsb_router_add(mmsb_bus *bus, int stage, mmsb_sink_fn fn, void *ctx,
+                    unsigned *id);
+int mmsb_router_remove(mmsb_bus *bus, unsigned id);
+void mmsb_router_free(mmsb_bus *bus);
+
+/* A queued accumulating delta (mmsb_accumulate). */
+typedef struct mmsb_accum {
+  uint32_t region_id;
+  uint8_t op, type;
+  size_t offset, len; /* bytes */
+  uint8_t *values;
+  uint64_t seq;
+} mmsb_accum;
+
+/* Growable byte buffer. */
+typedef struct mmsb_buf {
+  uint8_t *p;
+  size_t len, cap;
+} mmsb_buf;
+int mmsb_buf_reserve(mmsb_buf *b, size_t extra);
+void mmsb_buf_free(mmsb_buf *b);
+
+struct mmsb_batch {
+  mmsb_buf bytes;      /* header + deltas in the format of docs/format.md */
+  size_t *index;       /* byte offset of each delta */
+  size_t count, index_cap;
+  bool owned;          /* freed by mmsb_batch_free */
+};
+
+struct mmsb_bus {
+  pthread_mutex_t lock;    /* regions, subscribers, accumulations */
+  mmsb_config cfg;
+  char *dir;
+  mmsb_region **regions;   /* by id - 1 */
+  uint32_t nregions, cap_regions;
+  _Atomic mmsb_epoch_t epoch;
+  mmsb_sink *sinks;          /* sorted by stage, then registration */
+  unsigned nsinks, cap_sinks, next_sink_id;
+  mmsb_accum *accums;
+  size_t naccums, cap_accums;
+  uint64_t accum_seq;
+  mmsb_batch batch;        /* reused between commits */
+  mmsb_stats stats;
+  uint64_t verify_last;
+  bool is_default;
+};
+
+/* ---- delta.c / batch.c ---- */
+int mmsb_batch_begin(mmsb_batch *b, mmsb_epoch_t epoch);
+/* Appends one encoded delta (header + body); keeps the index. */
+int mmsb_batch_append(mmsb_batch *b, const uint8_t *enc, size_t len);
+/* Reserves room for a delta of up to `max` bytes; returns its start. */
+uint8_t *mmsb_batch_reserve(mmsb_batch *b, size_t max);
+int mmsb_batch_commit_reserved(mmsb_batch *b, size_t len);
+void mmsb_batch_finish(mmsb_batch *b);
+int mmsb_batch_sort(mmsb_batch *b);
+void mmsb_batch_reset(mmsb_batch *b);
+void mmsb_delta_write_header(uint8_t *out, uint32_t region, uint64_t page,
+                             int op, int type, int whole, uint32_t nruns,
+                             uint32_t body_len);
+int mmsb_type_size(int type);
+void mmsb_accumulate_bytes(uint8_t *dst, const uint8_t *src, size_t bytes,
+                           int op, int type);
+bool mmsb_op_valid(int op, int type);
+
+/* ---- commit.c / verify.c / accumulate.c ---- */
+int mmsb_collect_region(mmsb_bus *bus, mmsb_region *r, mmsb_batch *b);
+int mmsb_verify_region_init(mmsb_region *r);
+uint64_t mmsb_verify_commit(mmsb_bus *bus, const mmsb_batch *b);
+int mmsb_accum_flush(mmsb_bus *bus, mmsb_batch *b);
+void mmsb_accum_free(mmsb_bus *bus);
+int mmsb_route(mmsb_bus *bus, const mmsb_batch *b);
+
+/* ---- region.c ---- */
+int mmsb_region_attach(mmsb_bus *bus, const char *name, void *addr,
+                       size_t size, mmsb_region **out);
+void mmsb_region_release(mmsb_region *r);
+mmsb_region *mmsb_region_lookup(mmsb_bus *bus, const char *name);
+
+uint64_t mmsb_now_ns(void);
+
+/* ---- log.c: durability (no-ops for an in-memory bus) ---- */
+int mmsb_bus_attach_log(mmsb_bus *bus);
+int mmsb_bus_detach_log(mmsb_bus *bus);
+
+#endif

@@ -1,0 +1,220 @@
+/* test_commit.c - random stores through the entry points, then the batch
+ * applied to a replica of the previous state must give the new state byte
+ * for byte.  MMSB_VERIFY is on, so the runtime checks itself too. */
+#include "check.h"
+#include "mmsb_abi.h"
+
+static uint64_t seed;
+
+#define NREG 4
+typedef struct {
+  mmsb_bus *live, *replica;
+  mmsb_region *r[NREG], *rr[NREG];
+  mmsb_batch *last;   /* decoded copy of the last batch a subscriber saw */
+  int calls;
+} world;
+
+static int capture(void *ctx, const mmsb_batch *b) {
+  world *w = ctx;
+  size_t len;
+  const uint8_t *bytes = mmsb_batch_bytes(b, &len);
+  mmsb_batch_free(w->last);
+  w->last = NULL;
+  CHECK_OK(mmsb_batch_decode(bytes, len, &w->last));
+  w->calls++;
+  return 0;
+}
+
+/* One random store of a random kind into region i, as the pass emits it. */
+static void random_store(world *w, int i) {
+  uint8_t *d = mmsb_region_data(w->r[i]);
+  size_t size = mmsb_region_size(w->r[i]);
+  static const size_t sizes[] = {1, 2, 4, 8, 16};
+  int kind = (int)rng_below(&seed, 7);
+  size_t n = kind < 5 ? sizes[kind] : 1 + rng_below(&seed, kind == 5 ? 300 : 9000);
+  if (n > size) n = size;
+  size_t off = rng_below(&seed, size - n + 1);
+  for (size_t k = 0; k < n; k++) d[off + k] = (uint8_t)rng_next(&seed);
+  switch (kind) {
+  case 0: __mmsb_store1(d + off); break;
+  case 1: __mmsb_store2(d + off); break;
+  case 2: __mmsb_store4(d + off); break;
+  case 3: __mmsb_store8(d + off); break;
+  case 4: __mmsb_store16(d + off); break;
+  case 5: __mmsb_store_range(d + off, n); break;
+  default: CHECK_OK(mmsb_touch(d + off, n)); break;
+  }
+}
+
+static void check_order(const mmsb_batch *b) {
+  uint32_t pr = 0;
+  uint64_t pp = 0;
+  for (size_t i = 0; i < mmsb_batch_count(b); i++) {
+    mmsb_delta d;
+    CHECK_OK(mmsb_batch_delta(b, i, &d));
+    if (i && d.op == MMSB_OP_ASSIGN)
+      CHECK(d.region_id > pr || (d.region_id == pr && d.page > pp));
+    pr = d.region_id;
+    pp = d.page;
+  }
+}
+
+static void test_random_epochs(int epochs) {
+  world w = {0};
+  mmsb_config cfg;
+  mmsb_config_init(&cfg);
+  cfg.verify = 1;
+  CHECK_OK(mmsb_bus_open(&cfg, &w.live));
+  cfg.verify = 0;
+  CHECK_OK(mmsb_bus_open(&cfg, &w.replica));
+  static const size_t sizes[NREG] = {4096, 100000, 3 * 4096 + 17, 1 << 20};
+  for (int i = 0; i < NREG; i++) {
+    char name[16];
+    snprintf(name, sizeof name, "r%d", i);
+    CHECK_OK(mmsb_region_create(w.live, name, sizes[i], 0, &w.r[i]));
+    CHECK_OK(mmsb_region_create(w.replica, name, sizes[i], 0, &w.rr[i]));
+    CHECK(mmsb_region_id(w.r[i]) == mmsb_region_id(w.rr[i]));
+  }
+  CHECK_OK(mmsb_subscribe(w.live, capture, &w, NULL));
+  int mismatches = 0;
+  uint64_t total_deltas = 0;
+  for (int e = 1; e <= epochs; e++) {
+    int nstores = (int)rng_below(&seed, e % 10 == 0 ? 5000 : 60);
+    for (int s = 0; s < nstores; s++) random_store(&w, (int)rng_below(&seed, NREG));
+    if (e % 7 == 0) { /* accumulations on top of stores */
+      uint64_t v[5] = {1, 2, 3, 4, 5};
+      CHECK_OK(mmsb_accumulate(w.r[1], 8 * rng_below(&seed, 12000), MMSB_OP_ADD,
+                               MMSB_T_U64, v, 5));
+      CHECK_OK(mmsb_accumulate(w.r[1], 8 * rng_below(&seed, 12000), MMSB_OP_XOR,
+                               MMSB_T_U64, v, 3));
+      CHECK_OK(mmsb_accumulate(w.r[3], 4 * rng_below(&seed, 200000), MMSB_OP_MAX,
+                               MMSB_T_U32, v, 2));
+    }
+    mmsb_epoch_t got;
+    CHECK_OK(mmsb_commit(w.live, &got));
+    CHECK(got == (mmsb_epoch_t)e);
+    CHECK(w.calls == e && w.last && mmsb_batch_epoch(w.last) == (mmsb_epoch_t)e);
+    CHECK(mmsb_verify_last(w.live) == 0);
+    check_order(w.last);
+    total_deltas += mmsb_batch_count(w.last);
+    CHECK_OK(mmsb_batch_apply(w.last, w.replica));
+    for (int i = 0; i < NREG; i++)
+      mismatches += memcmp(mmsb_region_data(w.r[i]), mmsb_region_data(w.rr[i]),
+                           sizes[i]) != 0;
+  }
+  CHECK(mismatches == 0);
+  /* A commit with no stores is an empty epoch. */
+  mmsb_epoch_t got;
+  CHECK_OK(mmsb_commit(w.live, &got));
+  CHECK(got == (mmsb_epoch_t)epochs + 1 && mmsb_batch_count(w.last) == 0);
+  mmsb_stats st;
+  CHECK_OK(mmsb_stats_get(w.live, &st));
+  CHECK(st.commits == (uint64_t)epochs + 1 && st.deltas == total_deltas &&
+        st.untracked_bytes == 0);
+  printf("random epochs: %d, %llu deltas\n", epochs, (unsigned long long)total_deltas);
+  mmsb_batch_free(w.last);
+  CHECK_OK(mmsb_bus_close(w.live));
+  CHECK_OK(mmsb_bus_close(w.replica));
+}
+
+/* The verify oracle reports bytes changed without a mark. */
+static void test_verify_catches(void) {
+  mmsb_config cfg;
+  mmsb_config_init(&cfg);
+  cfg.verify = 1;
+  mmsb_bus *bus;
+  mmsb_region *r;
+  CHECK_OK(mmsb_bus_open(&cfg, &bus));
+  CHECK_OK(mmsb_region_create(bus, "v", 3 * 4096, 0, &r));
+  uint8_t *d = mmsb_region_data(r);
+  d[10] = 1;           /* tracked */
+  __mmsb_store1(d + 10);
+  d[5000] = 7;         /* untracked: 3 bytes */
+  d[5001] = 7;
+  d[9000] = 7;
+  CHECK_OK(mmsb_commit(bus, NULL));
+  CHECK(mmsb_verify_last(bus) == 3);
+  d[11] = 2;
+  __mmsb_store1(d + 11);
+  CHECK_OK(mmsb_commit(bus, NULL));
+  CHECK(mmsb_verify_last(bus) == 0); /* each miss is reported once */
+  CHECK_OK(mmsb_bus_close(bus));
+}
+
+/* Whole pages are sent whole; a page of scattered bytes as runs. */
+static void test_forms(void) {
+  world w = {0};
+  CHECK_OK(mmsb_bus_open(NULL, &w.live));
+  mmsb_region *r;
+  CHECK_OK(mmsb_region_create(w.live, "f", 4 * 4096, 0, &r));
+  CHECK_OK(mmsb_subscribe(w.live, capture, &w, NULL));
+  uint8_t *d = mmsb_region_data(r);
+  memset(d, 1, 4096);
+  __mmsb_store_range(d, 4096);
+  d[3 * 4096 + 100] = 9;
+  __mmsb_store1(d + 3 * 4096 + 100);
+  CHECK_OK(mmsb_commit(w.live, NULL));
+  CHECK(mmsb_batch_count(w.last) == 2);
+  mmsb_delta a, b;
+  CHECK_OK(mmsb_batch_delta(w.last, 0, &a));
+  CHECK_OK(mmsb_batch_delta(w.last, 1, &b));
+  CHECK(a.page == 0 && a.whole_page && a.body_len == 4096);
+  CHECK(b.page == 3 && !b.whole_page && b.nruns == 1 && b.body_len == 4 + 8);
+  uint32_t cur = 0;
+  mmsb_run run;
+  CHECK(mmsb_delta_next_run(&b, &cur, &run) == 1 && run.offset == 96 && run.length == 8);
+  CHECK(mmsb_delta_next_run(&b, &cur, &run) == 0);
+  mmsb_batch_free(w.last);
+  CHECK_OK(mmsb_bus_close(w.live));
+}
+
+static int failing(void *ctx, const mmsb_batch *b) { (void)ctx; (void)b; return 1; }
+
+static void test_subscribers(void) {
+  mmsb_bus *bus;
+  CHECK_OK(mmsb_bus_open(NULL, &bus));
+  unsigned id;
+  CHECK_OK(mmsb_subscribe(bus, failing, NULL, &id));
+  mmsb_epoch_t e;
+  CHECK_FAILS(mmsb_commit(bus, &e), MMSB_EIO);
+  CHECK(e == 1 && mmsb_epoch(bus) == 1); /* the epoch stays committed */
+  CHECK_OK(mmsb_unsubscribe(bus, id));
+  CHECK_FAILS(mmsb_unsubscribe(bus, id), MMSB_ENOTFOUND);
+  CHECK_OK(mmsb_commit(bus, &e));
+  CHECK(e == 2);
+  CHECK_OK(mmsb_bus_close(bus));
+}
+
+static void test_accumulate_args(void) {
+  mmsb_bus *bus;
+  mmsb_region *r;
+  CHECK_OK(mmsb_bus_open(NULL, &bus));
+  CHECK_OK(mmsb_region_create(bus, "acc", 4096, 0, &r));
+  uint64_t v = 1;
+  CHECK_FAILS(mmsb_accumulate(NULL, 0, MMSB_OP_ADD, MMSB_T_U64, &v, 1), MMSB_EINVAL);
+  CHECK_FAILS(mmsb_accumulate(r, 0, MMSB_OP_ASSIGN, MMSB_T_BYTES, &v, 1), MMSB_EINVAL);
+  CHECK_FAILS(mmsb_accumulate(r, 0, MMSB_OP_OR, MMSB_T_F64, &v, 1), MMSB_EINVAL);
+  CHECK_FAILS(mmsb_accumulate(r, 3, MMSB_OP_ADD, MMSB_T_U64, &v, 1), MMSB_EINVAL);
+  CHECK_FAILS(mmsb_accumulate(r, 4096, MMSB_OP_ADD, MMSB_T_U64, &v, 1), MMSB_ERANGE);
+  CHECK_FAILS(mmsb_accumulate(r, 0, MMSB_OP_ADD, MMSB_T_U64, &v, SIZE_MAX / 4), MMSB_ERANGE);
+  uint64_t *d = mmsb_region_data(r);
+  d[1] = 10;
+  __mmsb_store8(&d[1]);
+  uint64_t three[3] = {5, 5, 5};
+  CHECK_OK(mmsb_accumulate(r, 8, MMSB_OP_ADD, MMSB_T_U64, three, 3));
+  CHECK_OK(mmsb_accumulate(r, 16, MMSB_OP_ADD, MMSB_T_U64, three, 1));
+  CHECK(d[1] == 10 && d[2] == 0); /* applied at commit */
+  CHECK_OK(mmsb_commit(bus, NULL));
+  CHECK(d[1] == 15 && d[2] == 10 && d[3] == 5);
+  CHECK_OK(mmsb_bus_close(bus));
+}
+
+int main(void) {
+  seed = test_seed();
+  test_random_epochs(400 * test_scale());
+  test_verify_catches();
+  test_forms();
+  test_subscribers();
+  test_accumulate_args();
+  return check_done("test_commit");
+}
