@@ -39,48 +39,52 @@ static bool next_run(const uint64_t g[8], unsigned *pos, unsigned *lo,
   return true;
 }
 
-/* Emits the delta of one dirty page: g holds its granule bits. */
+/* Emits the delta of one dirty page: g holds its granule bits.  Runs are
+ * written in one pass; if they reach the page's size the page goes whole.
+ * Runs of granules never exceed a whole page plus its header: at worst 256
+ * one-granule runs take 256 * 12 = 3072 bytes. */
 static int emit_page(mmsb_batch *b, const mmsb_region *r, size_t page,
                      const uint64_t g[8]) {
   size_t start = page * MMSB_PAGE_SIZE;
   size_t plen = r->size - start < MMSB_PAGE_SIZE ? r->size - start : MMSB_PAGE_SIZE;
   const uint8_t *src = r->data + start;
-  size_t body = 0, nruns = 0;
+  uint8_t *o = mmsb_batch_reserve(b, MMSB_DELTA_HDR + MMSB_PAGE_SIZE);
+  if (!o) return MMSB_ENOMEM;
+  uint8_t *w = o + MMSB_DELTA_HDR, *limit = w + plen;
+  uint32_t nruns = 0;
   unsigned pos = 0, lo, hi;
+  bool whole = false;
   while (next_run(g, &pos, &lo, &hi)) {
     size_t a = (size_t)lo * MMSB_GRANULE, e = (size_t)hi * MMSB_GRANULE;
     if (a >= plen) break;
-    body += MMSB_RUN_HDR + ((e > plen ? plen : e) - a);
+    if (e > plen) e = plen;
+    size_t n = e - a;
+    if ((size_t)(limit - w) <= MMSB_RUN_HDR + n) { whole = true; break; }
+    uint16_t off16 = (uint16_t)a, n16 = (uint16_t)n;
+    memcpy(w, &off16, 2);
+    memcpy(w + 2, &n16, 2);
+    w += MMSB_RUN_HDR;
+    size_t k = 0;
+    for (; k + 8 <= n; k += 8) memcpy(w + k, src + a + k, 8);
+    for (; k < n; k++) w[k] = src[a + k];
+    w += n;
     nruns++;
   }
-  if (nruns == 0) return MMSB_OK; /* only padding past the region's end */
-  bool whole = body >= plen;
-  size_t len = MMSB_DELTA_HDR + (whole ? plen : body);
-  uint8_t *o = mmsb_batch_reserve(b, len);
-  if (!o) return MMSB_ENOMEM;
-  mmsb_delta_write_header(o, r->id, page, MMSB_OP_ASSIGN, MMSB_T_BYTES, whole,
-                          whole ? 0 : (uint32_t)nruns, (uint32_t)(len - MMSB_DELTA_HDR));
-  uint8_t *w = o + MMSB_DELTA_HDR;
+  if (!whole && nruns == 0) return MMSB_OK; /* only padding past the end */
   if (whole) {
-    memcpy(w, src, plen);
-  } else {
-    for (pos = 0; next_run(g, &pos, &lo, &hi);) {
-      size_t a = (size_t)lo * MMSB_GRANULE, e = (size_t)hi * MMSB_GRANULE;
-      if (a >= plen) break;
-      uint16_t off = (uint16_t)a, n = (uint16_t)((e > plen ? plen : e) - a);
-      memcpy(w, &off, 2);
-      memcpy(w + 2, &n, 2);
-      memcpy(w + MMSB_RUN_HDR, src + a, n);
-      w += MMSB_RUN_HDR + n;
-    }
+    memcpy(o + MMSB_DELTA_HDR, src, plen);
+    w = o + MMSB_DELTA_HDR + plen;
+    nruns = 0;
   }
-  return mmsb_batch_commit_reserved(b, len);
+  size_t body = (size_t)(w - o) - MMSB_DELTA_HDR;
+  mmsb_delta_write_header(o, r->id, page, MMSB_OP_ASSIGN, MMSB_T_BYTES, whole,
+                          nruns, (uint32_t)body);
+  return mmsb_batch_commit_reserved(b, MMSB_DELTA_HDR + body);
 }
 
 int mmsb_collect_region(mmsb_bus *bus, mmsb_region *r, mmsb_batch *b) {
   (void)bus;
-  __mmsb_window *win = &__mmsb_windows[r->win];
-  mmsb_win_meta *m = &mmsb_win_meta_[r->win];
+  mmsb_win_maps *m = &mmsb_maps[r->win];
   size_t p0 = r->win_off >> PAGE_SHIFT, np = r->map_size >> PAGE_SHIFT;
   size_t pend = p0 + np;
   for (size_t sw = (p0 >> 6) >> 6; sw <= ((pend - 1) >> 6) >> 6; sw++) {
@@ -95,7 +99,7 @@ int mmsb_collect_region(mmsb_bus *bus, mmsb_region *r, mmsb_batch *b) {
       if (pw * 64 + 64 > pend) mine &= ((uint64_t)1 << (pend - pw * 64)) - 1;
       for (uint64_t x = mine; x; x &= x - 1) {
         size_t pg = pw * 64 + (size_t)__builtin_ctzll(x);
-        uint64_t *g = win->gran + pg * 8;
+        uint64_t *g = m->gran + pg * 8;
         int rc = emit_page(b, r, pg - p0, g);
         if (rc) return rc;
         memset(g, 0, 8 * sizeof *g);
@@ -123,8 +127,11 @@ static void remark(mmsb_bus *bus, const mmsb_batch *b) {
 
 static int collect(mmsb_bus *bus, mmsb_batch *b, mmsb_epoch_t e) {
   int rc = mmsb_batch_begin(b, e);
+  pthread_mutex_lock(&mmsb_mark_lock);
+  mmsb_logs_flush_all();
   for (uint32_t i = 0; !rc && i < bus->nregions; i++)
     if (bus->regions[i]) rc = mmsb_collect_region(bus, bus->regions[i], b);
+  pthread_mutex_unlock(&mmsb_mark_lock);
   if (!rc && bus->naccums) {
     rc = mmsb_accum_flush(bus, b);
     if (!rc) rc = mmsb_batch_sort(b);

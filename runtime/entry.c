@@ -1,28 +1,21 @@
 /*
  * entry.c - the __mmsb_* entry points that instrumented code calls.
- * Each is a range check and a bitmap test; see window.c for the bitmaps.
+ * The pass normally emits the fast path inline (mmsb_abi.h); these calls
+ * are its out-of-line form, and count stores outside every window.
  */
 #include "internal.h"
 
 #include <stdio.h>
 
-/* Inline check of window 0 first: dynamic regions are the common case. */
 static inline void store_n(const void *p, size_t n) {
-  uintptr_t a = (uintptr_t)p;
-  uintptr_t off = a - __mmsb_windows[0].lo;
-  if (off < __mmsb_windows[0].size && (off & 7) + n <= 8) {
-    size_t g = off >> GRAN_SHIFT;
-    _Atomic uint64_t *w = (_Atomic uint64_t *)&__mmsb_windows[0].gran[g >> 6];
-    if (atomic_load_explicit(w, memory_order_relaxed) >> (g & 63) & 1) return;
-  }
-  mmsb_mark_range(a, n);
+  mmsb_mark_range((uintptr_t)p, n);
 }
 
 void __mmsb_store1(const void *p) { store_n(p, 1); }
 void __mmsb_store2(const void *p) { store_n(p, 2); }
 void __mmsb_store4(const void *p) { store_n(p, 4); }
 void __mmsb_store8(const void *p) { store_n(p, 8); }
-void __mmsb_store16(const void *p) { mmsb_mark_range((uintptr_t)p, 16); }
+void __mmsb_store16(const void *p) { store_n(p, 16); }
 void __mmsb_store_range(const void *p, size_t n) { mmsb_mark_range((uintptr_t)p, n); }
 void __mmsb_mark(const void *p, size_t n) { mmsb_mark_range((uintptr_t)p, n); }
 

@@ -12,7 +12,8 @@
 
 #define PAGE_SHIFT 12
 #define GRAN_SHIFT 3
-#define GRANS_PER_PAGE (MMSB_PAGE_SIZE / MMSB_GRANULE) /* 512 bits = 8 words */
+#define GRANS_PER_PAGE (MMSB_PAGE_SIZE / MMSB_GRANULE) /* 512 */
+#define SUMMARY_SHIFT 18 /* one summary byte per 64 pages */
 
 /* ---- error.c ---- */
 int mmsb_fail(int status, const char *fmt, ...)
@@ -20,12 +21,13 @@ int mmsb_fail(int status, const char *fmt, ...)
 void mmsb_clear_error(void);
 
 /* ---- window.c: tracked address ranges and their dirty bitmaps ---- */
-typedef struct mmsb_win_meta {
-  uint64_t *pages;    /* one bit per page of the window */
-  uint64_t *summary;  /* one bit per word of `pages` (64 pages) */
-  size_t reserved;    /* bytes of address space reserved (window 0) */
-} mmsb_win_meta;
-extern mmsb_win_meta mmsb_win_meta_[MMSB_NWINDOWS];
+/* Bitmaps of a window: one bit per granule, per page, and per 64 pages.
+ * Written only under mmsb_mark_lock (plain, non-atomic bit operations). */
+typedef struct mmsb_win_maps {
+  uint64_t *gran, *pages, *summary;
+} mmsb_win_maps;
+extern mmsb_win_maps mmsb_maps[MMSB_NWINDOWS];
+extern pthread_mutex_t mmsb_mark_lock;
 
 int mmsb_arena_init(void);
 /* Carves a page-aligned block of `size` bytes out of the arena. */
@@ -33,13 +35,20 @@ int mmsb_arena_alloc(size_t size, void **out);
 void mmsb_arena_free(void *p, size_t size);
 /* Returns the window holding [p, p+n) or -1. */
 int mmsb_window_of(uintptr_t p, size_t n);
-/* Marks [p, p+n) dirty; returns false if it lies outside every window. */
-bool mmsb_mark_range(uintptr_t p, size_t n);
-/* Makes the shadow of [off, off+len) in window w resident and zero. */
+/* Sets the bits of [off, off+n) in window w; mmsb_mark_lock held. */
+void mmsb_bits_set(int w, uintptr_t off, size_t n);
+/* Makes the bitmaps of [off, off+len) resident / clears them. */
 void mmsb_shadow_prefault(int w, uintptr_t off, size_t len);
 void mmsb_shadow_clear(int w, uintptr_t off, size_t len);
-uint64_t mmsb_outside_count(void);
 int mmsb_static_window_add(uintptr_t start, uintptr_t stop);
+
+/* ---- marklog.c: per-thread mark logs ---- */
+/* Marks [p, p+n) dirty; false if it is not all inside a window. */
+bool mmsb_mark_range(uintptr_t p, size_t n);
+/* Folds every thread's log into the bitmaps; mmsb_mark_lock held and the
+ * writers quiescent. */
+void mmsb_logs_flush_all(void);
+uint64_t mmsb_outside_count(void);
 
 /* ---- regions ---- */
 struct mmsb_region {

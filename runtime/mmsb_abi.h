@@ -7,10 +7,18 @@
  *
  * Tracked memory lives in "windows": window 0 is the arena that dynamic
  * regions are carved from, window 1 the hull of the mmsb_state sections that
- * hold MMSB_STATE globals.  Each window has a granule bitmap: bit g is
- * granule g (8 bytes) from window.lo.  The inline fast path the pass emits
- * is:   off = p - win.lo; if (off < win.size) { test bit off>>3 in win.gran;
- *       if clear, call __mmsb_mark(p, n) }.
+ * hold MMSB_STATE globals.
+ *
+ * A tracked store appends one entry to its thread's mark log; the runtime
+ * folds logs into its dirty bitmaps when a log fills and at commit.  The
+ * log is written sequentially, so a store to a random address costs one
+ * extra L1 store instead of a second cache miss (into a bitmap) or a
+ * locked read-modify-write that would drain the store buffer.  An entry is
+ *   address | (length - 1) << 48        (length 1..65536)
+ * The inline fast path the pass emits for a store of n bytes at p is:
+ *   if (p - win.lo < win.size for window 0 or 1) {
+ *     e = __mmsb_log.pos; if (e == __mmsb_log.end) e = __mmsb_log_refill();
+ *     *e = p | (n - 1) << 48; __mmsb_log.pos = e + 1; }
  */
 #ifndef MMSB_ABI_H
 #define MMSB_ABI_H
@@ -25,14 +33,26 @@ extern "C" {
 #define MMSB_ABI_VERSION 1
 #define MMSB_NWINDOWS 2
 
-/* Layout fixed by the ABI: three pointer-sized fields, in this order. */
+/* Layout fixed by the ABI: two pointer-sized fields, in this order. */
 typedef struct __mmsb_window {
-  uintptr_t lo;    /* first byte of the window */
-  uintptr_t size;  /* bytes; 0 while the window is not set up */
-  uint64_t *gran;  /* granule bitmap, one bit per 8 bytes */
+  uintptr_t lo;      /* first byte of the window */
+  uintptr_t size;    /* bytes; 0 while the window is not set up */
 } __mmsb_window;
 
+/* A thread's mark log: entries go at pos, up to end. */
+typedef struct __mmsb_log_t {
+  uint64_t *pos;
+  uint64_t *end;
+} __mmsb_log_t;
+
+#define MMSB_LOG_LEN_SHIFT 48
+#define MMSB_LOG_MAX_LEN 65536
+
 extern __mmsb_window __mmsb_windows[MMSB_NWINDOWS];
+extern __thread __mmsb_log_t __mmsb_log;
+/* Folds the calling thread's full log into the bitmaps; returns the new
+ * (empty) position. */
+uint64_t *__mmsb_log_refill(void);
 extern const int __mmsb_abi_version_1;
 
 /* Sized stores: mark the granules of [p, p+N).  Safe to call on any address;
@@ -43,8 +63,7 @@ void __mmsb_store4(const void *p);
 void __mmsb_store8(const void *p);
 void __mmsb_store16(const void *p);
 void __mmsb_store_range(const void *p, size_t n);
-/* The slow path after an inline check found a clear bit: p is inside a
- * window (it is range-checked again all the same). */
+/* Marks [p, p+n) of any size (what __mmsb_store_range does). */
 void __mmsb_mark(const void *p, size_t n);
 
 /* Emitted by the pass in a module constructor: registers the mmsb_state

@@ -1,0 +1,169 @@
+/*
+ * marklog.c - per-thread mark logs.
+ *
+ * A tracked store appends (address, length) to its thread's log: a
+ * sequential write to memory the thread owns, with no atomic instruction
+ * and no second cache miss.  When the log fills, the thread takes
+ * mmsb_mark_lock and folds it into the window bitmaps; a commit folds every
+ * thread's log (writers are quiescent then, by contract).  A thread that
+ * exits folds its log first.
+ */
+#include "internal.h"
+
+#include <stdlib.h>
+
+#define LOG_ENTRIES 4096 /* 32 KiB: stays in L1/L2 while it fills */
+
+__thread __mmsb_log_t __mmsb_log;
+
+typedef struct thread_log {
+  struct thread_log *next, *prev;
+  __mmsb_log_t *log;  /* the owning thread's __mmsb_log */
+  uint64_t *buf;
+} thread_log;
+
+static thread_log *logs;  /* every registered thread; mmsb_mark_lock */
+static pthread_key_t exit_key;
+static pthread_once_t key_once = PTHREAD_ONCE_INIT;
+static __thread thread_log *self;
+
+/* Striped counter of stores outside every window: one cache line per slot so
+ * that threads do not contend on it. */
+static struct { _Atomic uint64_t n; char pad[56]; } outside[16];
+
+static inline uintptr_t entry_addr(uint64_t e) {
+  return (uintptr_t)(e & (((uint64_t)1 << MMSB_LOG_LEN_SHIFT) - 1));
+}
+
+/* Folds entries into the bitmaps.  Entries point anywhere in a window, so
+ * the granule words are random accesses: each is prefetched a few entries
+ * ahead so that the misses overlap instead of queueing. */
+static void fold(const uint64_t *e, const uint64_t *end) {
+  enum { AHEAD = 32 };
+  for (; e < end; e++) {
+    if (e + AHEAD < end) {
+      uintptr_t q = entry_addr(e[AHEAD]);
+      for (int w = 0; w < MMSB_NWINDOWS; w++) {
+        uintptr_t off = q - __mmsb_windows[w].lo;
+        if (off < __mmsb_windows[w].size) {
+          __builtin_prefetch(&mmsb_maps[w].gran[off >> (GRAN_SHIFT + 6)], 1);
+          break;
+        }
+      }
+    }
+    uintptr_t p = entry_addr(*e);
+    size_t n = (size_t)(*e >> MMSB_LOG_LEN_SHIFT) + 1;
+    for (int w = 0; w < MMSB_NWINDOWS; w++) {
+      uintptr_t off = p - __mmsb_windows[w].lo, size = __mmsb_windows[w].size;
+      if (off >= size) continue;
+      if (n <= size - off && (off & 7) + n <= 8) { /* one granule: the common case */
+        mmsb_win_maps *m = &mmsb_maps[w];
+        size_t g = off >> GRAN_SHIFT, pg = off >> PAGE_SHIFT;
+        m->gran[g >> 6] |= (uint64_t)1 << (g & 63);
+        m->pages[pg >> 6] |= (uint64_t)1 << (pg & 63);
+        m->summary[pg >> 12] |= (uint64_t)1 << ((pg >> 6) & 63);
+      } else {
+        mmsb_bits_set(w, off, n <= size - off ? n : size - off);
+      }
+      break;
+    }
+  }
+}
+
+static void flush_one(thread_log *t) {
+  fold(t->buf, t->log->pos);
+  t->log->pos = t->buf;
+}
+
+void mmsb_logs_flush_all(void) {
+  for (thread_log *t = logs; t; t = t->next) flush_one(t);
+}
+
+static void on_thread_exit(void *arg) {
+  thread_log *t = arg;
+  pthread_mutex_lock(&mmsb_mark_lock);
+  flush_one(t);
+  if (t->prev) t->prev->next = t->next;
+  else logs = t->next;
+  if (t->next) t->next->prev = t->prev;
+  pthread_mutex_unlock(&mmsb_mark_lock);
+  free(t->buf);
+  free(t);
+  self = NULL;
+  __mmsb_log.pos = __mmsb_log.end = NULL;
+}
+
+static void make_key(void) { pthread_key_create(&exit_key, on_thread_exit); }
+
+/* Registers the calling thread's log; NULL when out of memory. */
+static thread_log *register_self(void) {
+  pthread_once(&key_once, make_key);
+  thread_log *t = calloc(1, sizeof *t);
+  uint64_t *buf = malloc(LOG_ENTRIES * sizeof *buf);
+  if (!t || !buf) {
+    free(t);
+    free(buf);
+    return NULL;
+  }
+  t->buf = buf;
+  t->log = &__mmsb_log;
+  __mmsb_log.pos = buf;
+  __mmsb_log.end = buf + LOG_ENTRIES;
+  pthread_mutex_lock(&mmsb_mark_lock);
+  t->next = logs;
+  if (logs) logs->prev = t;
+  logs = t;
+  pthread_mutex_unlock(&mmsb_mark_lock);
+  pthread_setspecific(exit_key, t);
+  self = t;
+  return t;
+}
+
+uint64_t *__mmsb_log_refill(void) {
+  if (!self && !register_self()) {
+    /* No memory for a log: mark directly, one entry at a time. */
+    static uint64_t spill[1];
+    __mmsb_log.pos = spill;
+    __mmsb_log.end = spill + 1;
+    return spill;
+  }
+  if (!self) return __mmsb_log.pos;
+  pthread_mutex_lock(&mmsb_mark_lock);
+  flush_one(self);
+  pthread_mutex_unlock(&mmsb_mark_lock);
+  return __mmsb_log.pos;
+}
+
+static inline void log_append(uintptr_t p, size_t n) {
+  uint64_t *e = __mmsb_log.pos;
+  if (e == __mmsb_log.end) e = __mmsb_log_refill();
+  *e = (uint64_t)p | (uint64_t)(n - 1) << MMSB_LOG_LEN_SHIFT;
+  __mmsb_log.pos = e + 1;
+}
+
+bool mmsb_mark_range(uintptr_t p, size_t n) {
+  if (n == 0) return true;
+  for (int w = 0; w < MMSB_NWINDOWS; w++) {
+    uintptr_t off = p - __mmsb_windows[w].lo, size = __mmsb_windows[w].size;
+    if (off >= size) continue;
+    size_t in = n <= size - off ? n : size - off;
+    if (in <= MMSB_LOG_MAX_LEN) {
+      log_append(p, in);
+    } else { /* a large range: straight into the bitmaps */
+      pthread_mutex_lock(&mmsb_mark_lock);
+      mmsb_bits_set(w, off, in);
+      pthread_mutex_unlock(&mmsb_mark_lock);
+    }
+    return in == n;
+  }
+  static _Thread_local unsigned slot = ~0u;
+  if (slot == ~0u) slot = (unsigned)(((uintptr_t)&slot >> 12) % 16);
+  atomic_fetch_add_explicit(&outside[slot].n, 1, memory_order_relaxed);
+  return false;
+}
+
+uint64_t mmsb_outside_count(void) {
+  uint64_t t = 0;
+  for (int i = 0; i < 16; i++) t += atomic_load(&outside[i].n);
+  return t;
+}
