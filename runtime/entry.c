@@ -6,6 +6,7 @@
 #include "internal.h"
 
 #include <stdio.h>
+#include <string.h>
 
 static inline void store_n(const void *p, size_t n) {
   mmsb_mark_range((uintptr_t)p, n);
@@ -43,4 +44,9 @@ void __mmsb_register_state(const char *name, void *addr, size_t size) {
   if (rc)
     fprintf(stderr, "mmsb: cannot register state '%s': %s\n", name,
             mmsb_last_error());
+}
+
+/* After strcpy and friends: the string now at p, with its NUL. */
+void __mmsb_store_cstr(const char *p) {
+  if (p) mmsb_mark_range((uintptr_t)p, strlen(p) + 1);
 }

@@ -65,6 +65,8 @@ void __mmsb_store16(const void *p);
 void __mmsb_store_range(const void *p, size_t n);
 /* Marks [p, p+n) of any size (what __mmsb_store_range does). */
 void __mmsb_mark(const void *p, size_t n);
+/* After strcpy, strcat, sprintf: marks the string at p and its NUL. */
+void __mmsb_store_cstr(const char *p);
 
 /* Emitted by the pass in a module constructor: registers the mmsb_state
  * section [start, stop) of one module, then each MMSB_STATE global. */

@@ -2,7 +2,7 @@
 # Installs the Debian 12 packages MMSB builds with, if any are missing.
 # Idempotent: when everything is present it installs nothing and needs no network.
 set -eu
-pkgs="clang-19 llvm-19-dev llvm-19-tools libffi-dev libxxhash-dev libzstd-dev cmake ninja-build pkg-config"
+pkgs="clang-19 llvm-19-dev llvm-19-tools clang-22 llvm-22-dev llvm-22-tools libffi-dev libxxhash-dev libzstd-dev cmake ninja-build pkg-config"
 missing=""
 for p in $pkgs; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
