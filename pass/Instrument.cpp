@@ -672,19 +672,22 @@ bool MMSBInstrument::instrumentFunction(Function &F) {
   return true;
 }
 
+/// Mode off still places and registers state globals: the program keeps
+/// its regions (and can report its writes with mmsb_touch); only stores are
+/// left alone.
 bool MMSBInstrument::run() {
-  if (ClMode == Mode::Off)
-    return false;
   DL = &M.getDataLayout();
   readAnnotations();
+  if (ClMode == Mode::Off && StateGlobals.empty())
+    return false;
   declareRuntime();
   placeStateGlobals();
   emitAbiCheck();
-  bool Changed = true;
-  for (Function &F : M)
-    Changed |= instrumentFunction(F);
+  if (ClMode != Mode::Off)
+    for (Function &F : M)
+      instrumentFunction(F);
   emitModuleCtor();
-  return Changed;
+  return true;
 }
 
 PreservedAnalyses MMSBInstrumentPass::run(Module &M, ModuleAnalysisManager &MAM) {

@@ -27,7 +27,7 @@ config.substitutions += [
     ("%rt", rt),
     ("%mmsb-cc", os.path.join(config.mmsb_build, "bin", "mmsb-cc")),
     ("%mmsb-c\\+\\+", os.path.join(config.mmsb_build, "bin", "mmsb-c++")),
-    ("%src", config.mmsb_src),
+    ("%{mmsb_src}", config.mmsb_src),
 ]
 if config.primary:
     config.available_features.add("primary")

@@ -57,5 +57,6 @@ define void @producer(ptr %p) {
 }
 
 ; OFF-NOT: __mmsb_abi_check
+; (no state here: with the pass off the module is unchanged)
 declare ptr @make()
 declare ptr @llvm.ptr.annotation.p0.p0(ptr, ptr, ptr, i32, ptr)
