@@ -131,8 +131,7 @@ private:
   Type *IntptrTy = nullptr;
   StructType *WindowTy = nullptr, *LogTy = nullptr;
   GlobalVariable *Windows = nullptr, *Log = nullptr;
-  FunctionCallee StoreRange, StoreCStr, LogRefill, RegisterSection,
-      RegisterState;
+  FunctionCallee StoreRange, StoreCStr, LogRefill, RegisterState, Mark;
 };
 
 } // namespace
@@ -175,17 +174,13 @@ void MMSBInstrument::readAnnotations() {
   }
 }
 
-/// MMSB_STATE definitions go to the mmsb_state section, page-aligned, so that
-/// the runtime tracks the section as one window.
+/// MMSB_STATE definitions are page-aligned: a region starts on a page.  They
+/// stay in .data or .bss (a custom section would store a large zero array
+/// in the file); the runtime's window 1 grows to cover each one registered.
 void MMSBInstrument::placeStateGlobals() {
-  for (GlobalVariable *GV : StateGlobals) {
-    if (GV->isDeclaration())
-      continue;
-    GV->setSection("mmsb_state");
-    GV->setAlignment(Align(4096));
-    // A zero initializer would put it in .bss; a section that mixes data
-    // and bss is fine for the linker, and the runtime reads none of it.
-  }
+  for (GlobalVariable *GV : StateGlobals)
+    if (!GV->isDeclaration() && GV->getAlign().valueOrOne() < Align(4096))
+      GV->setAlignment(Align(4096));
 }
 
 void MMSBInstrument::declareRuntime() {
@@ -207,9 +202,8 @@ void MMSBInstrument::declareRuntime() {
   auto *VoidTy = Type::getVoidTy(C);
   StoreRange = M.getOrInsertFunction("__mmsb_store_range", VoidTy, PtrTy, IntptrTy);
   StoreCStr = M.getOrInsertFunction("__mmsb_store_cstr", VoidTy, PtrTy);
+  Mark = M.getOrInsertFunction("__mmsb_mark", VoidTy, PtrTy, IntptrTy);
   LogRefill = M.getOrInsertFunction("__mmsb_log_refill", PtrTy);
-  RegisterSection =
-      M.getOrInsertFunction("__mmsb_register_section", VoidTy, PtrTy, PtrTy);
   RegisterState = M.getOrInsertFunction("__mmsb_register_state", VoidTy, PtrTy,
                                         PtrTy, IntptrTy);
 }
@@ -227,8 +221,8 @@ void MMSBInstrument::emitAbiCheck() {
   appendToCompilerUsed(M, {Ref});
 }
 
-/// A constructor that registers the module's mmsb_state section and each
-/// MMSB_STATE global as a region of the default bus, before main.
+/// A constructor that registers each MMSB_STATE global as a region of the
+/// default bus, before main.
 void MMSBInstrument::emitModuleCtor() {
   SmallVector<GlobalVariable *, 8> Defs;
   for (GlobalVariable *GV : StateGlobals)
@@ -244,14 +238,6 @@ void MMSBInstrument::emitModuleCtor() {
   auto *Ctor = Function::Create(FunctionType::get(Type::getVoidTy(C), false),
                                 GlobalValue::InternalLinkage, "mmsb.module_ctor", M);
   IRBuilder<> IRB(BasicBlock::Create(C, "", Ctor));
-  auto Bound = [&](StringRef Name) {
-    auto *G = cast<GlobalVariable>(M.getOrInsertGlobal(Name, Type::getInt8Ty(C)));
-    G->setLinkage(GlobalValue::ExternalWeakLinkage);
-    G->setVisibility(GlobalValue::HiddenVisibility);
-    return G;
-  };
-  IRB.CreateCall(RegisterSection,
-                 {Bound("__start_mmsb_state"), Bound("__stop_mmsb_state")});
   for (GlobalVariable *GV : Defs) {
     uint64_t Size = DL->getTypeAllocSize(GV->getValueType());
     Constant *Name = IRB.CreateGlobalString(GV->getName(), "mmsb.name");
@@ -316,9 +302,9 @@ Kind MMSBInstrument::classify(Function &F, Value *Ptr, const char *&Why) {
       Why = "constant global";
       return Kind::Skip;
     }
-    // A definition here that is not state is never inside a window; a
+    // A definition here that is not state is never part of a region; a
     // declaration may be another module's state.
-    if (!GV->isDeclaration() && GV->getSection() != "mmsb_state") {
+    if (!GV->isDeclaration()) {
       ++NumSkippedGlobal;
       Why = "global that is not state";
       return Kind::Skip;
@@ -594,20 +580,26 @@ void MMSBInstrument::emitMark(Instruction *Before, Value *Ptr, Value *Size,
     return;
   }
   Value *Addr = IRB.CreatePtrToInt(Ptr, IntptrTy);
-  if (!Known) {
-    Value *In = nullptr;
-    for (unsigned W = 0; W < 2; ++W) {
-      Value *LoP = IRB.CreateConstGEP2_32(ArrayType::get(WindowTy, 2), Windows, 0, W);
-      Value *Lo = IRB.CreateLoad(IntptrTy, LoP);
-      Value *Sz = IRB.CreateLoad(IntptrTy, IRB.CreateConstGEP2_32(WindowTy, LoP, 0, 1));
-      Value *InW = IRB.CreateICmpULT(IRB.CreateSub(Addr, Lo), Sz);
-      In = In ? IRB.CreateOr(In, InW) : InW;
-    }
-    Instruction *Then = SplitBlockAndInsertIfThen(
-        In, Before, false, MDBuilder(M.getContext()).createUnlikelyBranchWeights());
-    IRB.SetInsertPoint(Then);
+  if (Known) {
+    emitLogAppend(IRB, Addr, CI->getZExtValue());
+    return;
   }
-  emitLogAppend(IRB, Addr, CI->getZExtValue());
+  // Unknown pointer: the range check inline (it fails for untracked memory,
+  // the common case in checked mode), the append out of line in a cold
+  // block.  Inlining the append here too doubled the code of store-heavy
+  // functions and their compile time (docs/performance.md).
+  Value *In = nullptr;
+  for (unsigned W = 0; W < 2; ++W) {
+    Value *LoP = IRB.CreateConstGEP2_32(ArrayType::get(WindowTy, 2), Windows, 0, W);
+    Value *Lo = IRB.CreateLoad(IntptrTy, LoP);
+    Value *Sz = IRB.CreateLoad(IntptrTy, IRB.CreateConstGEP2_32(WindowTy, LoP, 0, 1));
+    Value *InW = IRB.CreateICmpULT(IRB.CreateSub(Addr, Lo), Sz);
+    In = In ? IRB.CreateOr(In, InW) : InW;
+  }
+  Instruction *Then = SplitBlockAndInsertIfThen(
+      In, Before, false, MDBuilder(M.getContext()).createUnlikelyBranchWeights());
+  IRBuilder<> TB(Then);
+  TB.CreateCall(Mark, {Ptr, Size});
 }
 
 bool MMSBInstrument::instrumentFunction(Function &F) {

@@ -39,13 +39,18 @@ void mmsb_config_init(mmsb_config *c) {
   if ((v = getenv("MMSB_TRACE")) && *v) c->trace = v;
   c->verify = env_flag("MMSB_VERIFY");
   c->stats = env_flag("MMSB_STATS");
+  c->salvage = env_flag("MMSB_SALVAGE");
+  c->compress = env_flag("MMSB_COMPRESS");
 }
 
-int mmsb_bus_open(const mmsb_config *cfg, mmsb_bus **out) {
+static int bus_open(const mmsb_config *cfg, bool read_only, mmsb_epoch_t stop,
+                    mmsb_bus **out) {
   if (!out) return mmsb_fail(MMSB_EINVAL, "out is NULL");
   *out = NULL;
   mmsb_bus *bus = calloc(1, sizeof *bus);
   if (!bus) return mmsb_fail(MMSB_ENOMEM, "bus");
+  bus->read_only = read_only;
+  bus->replay_stop = stop;
   if (cfg) bus->cfg = *cfg;
   else mmsb_config_init(&bus->cfg);
   if (bus->cfg.sync < MMSB_SYNC_NONE || bus->cfg.sync > MMSB_SYNC_GROUP) {
@@ -65,6 +70,9 @@ int mmsb_bus_open(const mmsb_config *cfg, mmsb_bus **out) {
     bus->dir = strdup(bus->cfg.dir);
     rc = bus->dir ? mmsb_bus_attach_log(bus) : mmsb_fail(MMSB_ENOMEM, "dir");
   }
+  for (uint32_t i = 0; !rc && i < bus->nregions; i++)
+    if (bus->regions[i] && !bus->regions[i]->shadow_copy)
+      rc = mmsb_verify_region_init(bus->regions[i]);
   bus->cfg.dir = bus->dir;
   bus->cfg.trace = NULL;
   if (rc) {
@@ -73,6 +81,20 @@ int mmsb_bus_open(const mmsb_config *cfg, mmsb_bus **out) {
   }
   *out = bus;
   return MMSB_OK;
+}
+
+int mmsb_bus_open(const mmsb_config *cfg, mmsb_bus **out) {
+  return bus_open(cfg, false, 0, out);
+}
+
+int mmsb_replay(const char *dir, mmsb_epoch_t epoch, mmsb_bus **out) {
+  if (!dir) return mmsb_fail(MMSB_EINVAL, "dir is NULL");
+  mmsb_config cfg;
+  memset(&cfg, 0, sizeof cfg);
+  cfg.dir = dir;
+  cfg.sync = MMSB_SYNC_NONE;
+  cfg.device = -1;
+  return bus_open(&cfg, true, epoch, out);
 }
 
 static void print_stats(const mmsb_bus *bus) {

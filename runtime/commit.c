@@ -156,13 +156,22 @@ static void count(mmsb_bus *bus, const mmsb_batch *b) {
   }
 }
 
+/* The epoch is sealed once propagation and the log accept it; if either
+ * fails, its marks are put back and the epoch number is not used, so the
+ * next commit carries those stores.  Mirrors and subscribers see only
+ * sealed epochs; their failure is reported but the epoch stays. */
 int mmsb_commit(mmsb_bus *bus, mmsb_epoch_t *epoch) {
   if (!bus) bus = mmsb_default_bus();
+  if (bus->read_only) return mmsb_fail(MMSB_EINVAL, "a replay view cannot commit");
   uint64_t t0 = mmsb_now_ns();
   pthread_mutex_lock(&bus->lock);
   mmsb_epoch_t e = atomic_load(&bus->epoch) + 1;
   mmsb_batch *b = &bus->batch;
   int rc = collect(bus, b, e);
+  if (rc == MMSB_OK) {
+    rc = mmsb_route(bus, b, MMSB_STAGE_PROPAGATE, MMSB_STAGE_LOG);
+    if (rc) remark(bus, b);
+  }
   if (rc == MMSB_OK) {
     if (bus->cfg.verify) {
       uint64_t bad = mmsb_verify_commit(bus, b);
@@ -171,7 +180,7 @@ int mmsb_commit(mmsb_bus *bus, mmsb_epoch_t *epoch) {
     }
     atomic_store(&bus->epoch, e);
     count(bus, b);
-    rc = mmsb_route(bus, b);
+    rc = mmsb_route(bus, b, MMSB_STAGE_MIRROR, MMSB_STAGE_SUBSCRIBE);
   }
   bus->stats.commit_ns += mmsb_now_ns() - t0;
   pthread_mutex_unlock(&bus->lock);

@@ -31,16 +31,12 @@ int mmsb_touch(const void *addr, size_t len) {
   return MMSB_OK;
 }
 
-void __mmsb_register_section(void *start, void *stop) {
-  int rc = mmsb_static_window_add((uintptr_t)start, (uintptr_t)stop);
-  if (rc)
-    fprintf(stderr, "mmsb: cannot track the mmsb_state section: %s\n",
-            mmsb_last_error());
-}
-
+/* Window 1 grows to cover the global, then the global becomes a region. */
 void __mmsb_register_state(const char *name, void *addr, size_t size) {
   mmsb_region *r;
-  int rc = mmsb_region_attach(mmsb_default_bus(), name, addr, size, &r);
+  int rc = mmsb_static_window_add((uintptr_t)addr, (uintptr_t)addr + size);
+  if (rc == MMSB_OK)
+    rc = mmsb_region_attach(mmsb_default_bus(), name, addr, size, &r);
   if (rc)
     fprintf(stderr, "mmsb: cannot register state '%s': %s\n", name,
             mmsb_last_error());

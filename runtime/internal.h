@@ -64,6 +64,10 @@ struct mmsb_region {
   bool owned;        /* memory from the arena (false: a static global) */
   int fd;            /* mapped file, -1 when anonymous */
   uint8_t *shadow_copy; /* MMSB_VERIFY: the bytes at the last commit */
+  uint64_t *page_c;  /* digest contribution of each page (digest.c) */
+  uint64_t digest;   /* XOR of page_c */
+  bool recovered;    /* made by recovery, not yet claimed by the program */
+  bool logged;       /* its REGION record is in the log */
 };
 
 /* ---- router.c: the sinks an epoch reaches, in stage order ---- */
@@ -125,6 +129,9 @@ struct mmsb_bus {
   mmsb_stats stats;
   uint64_t verify_last;
   bool is_default;
+  struct mmsb_tlog *log;   /* NULL: in memory */
+  bool read_only;          /* a replay view: no commits */
+  mmsb_epoch_t replay_stop; /* a replay view's epoch (0: the last) */
 };
 
 /* ---- delta.c / batch.c ---- */
@@ -151,7 +158,7 @@ int mmsb_verify_region_init(mmsb_region *r);
 uint64_t mmsb_verify_commit(mmsb_bus *bus, const mmsb_batch *b);
 int mmsb_accum_flush(mmsb_bus *bus, mmsb_batch *b);
 void mmsb_accum_free(mmsb_bus *bus);
-int mmsb_route(mmsb_bus *bus, const mmsb_batch *b);
+int mmsb_route(mmsb_bus *bus, const mmsb_batch *b, int first_stage, int last_stage);
 
 /* ---- region.c ---- */
 int mmsb_region_attach(mmsb_bus *bus, const char *name, void *addr,
@@ -161,8 +168,41 @@ mmsb_region *mmsb_region_lookup(mmsb_bus *bus, const char *name);
 
 uint64_t mmsb_now_ns(void);
 
-/* ---- log.c: durability (no-ops for an in-memory bus) ---- */
+/* ---- tlog.c / recover.c / checkpoint.c / digest.c: durability ---- */
 int mmsb_bus_attach_log(mmsb_bus *bus);
 int mmsb_bus_detach_log(mmsb_bus *bus);
+/* Writes the REGION record of r (a new region on a logging bus). */
+int mmsb_log_region(mmsb_bus *bus, mmsb_region *r);
+/* Recovers dir into bus: newest valid checkpoint at or before stop_at, then
+ * the log up to stop_at (0: all).  write: cut a torn tail off the files. */
+typedef struct mmsb_recover_opts {
+  mmsb_epoch_t stop_at;
+  bool write;
+  bool salvage;
+  char last_seg[64];      /* out: the last segment's name ("" none) */
+  uint64_t last_seg_end;  /* out: its valid length */
+} mmsb_recover_opts;
+int mmsb_recover(mmsb_bus *bus, int dirfd, mmsb_recover_opts *o, mmsb_recovery *rec);
+/* Creates a region that recovery found (arena memory, zero-filled). */
+int mmsb_region_recover(mmsb_bus *bus, uint32_t id, const char *name,
+                        size_t size, mmsb_region **out);
+int mmsb_digest_region_init(mmsb_region *r);
+/* Each valid record of dir's segments (type 0: a bad record at off). */
+typedef int (*mmsb_scan_fn)(void *ctx, const char *seg, size_t off, int type,
+                            mmsb_epoch_t epoch, const uint8_t *payload, uint64_t len);
+int mmsb_log_scan(const char *dir, mmsb_scan_fn fn, void *ctx);
+/* Digest changes of a batch: computes the new contribution of each page
+ * the batch touches; apply them only once the epoch is durable. */
+typedef struct mmsb_digest_delta {
+  mmsb_region **regions;
+  uint64_t *pages, *contrib;
+  size_t n, cap;
+  uint64_t digest;        /* the bus digest after the batch */
+} mmsb_digest_delta;
+int mmsb_digest_compute(mmsb_bus *bus, const mmsb_batch *b, mmsb_digest_delta *dd);
+void mmsb_digest_apply(mmsb_digest_delta *dd);
+void mmsb_digest_free(mmsb_digest_delta *dd);
+uint64_t mmsb_page_contrib(const mmsb_region *r, size_t page);
+void mmsb_digest_region_rehash(mmsb_region *r);
 
 #endif

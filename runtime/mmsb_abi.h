@@ -6,8 +6,8 @@
  * pass and runtime of different versions fail at link time.
  *
  * Tracked memory lives in "windows": window 0 is the arena that dynamic
- * regions are carved from, window 1 the hull of the mmsb_state sections that
- * hold MMSB_STATE globals.
+ * regions are carved from, window 1 the hull of the MMSB_STATE globals
+ * registered so far.
  *
  * A tracked store appends one entry to its thread's mark log; the runtime
  * folds logs into its dirty bitmaps when a log fills and at commit.  The
@@ -68,9 +68,8 @@ void __mmsb_mark(const void *p, size_t n);
 /* After strcpy, strcat, sprintf: marks the string at p and its NUL. */
 void __mmsb_store_cstr(const char *p);
 
-/* Emitted by the pass in a module constructor: registers the mmsb_state
- * section [start, stop) of one module, then each MMSB_STATE global. */
-void __mmsb_register_section(void *start, void *stop);
+/* Emitted by the pass in a module constructor: registers each MMSB_STATE
+ * global (page-aligned) as a region of the default bus. */
 void __mmsb_register_state(const char *name, void *addr, size_t size);
 
 #ifdef __cplusplus

@@ -45,7 +45,7 @@ static int table_add(mmsb_bus *bus, mmsb_region *r) {
     bus->cap_regions = cap;
   }
   bus->regions[bus->nregions++] = r;
-  r->id = bus->nregions;
+  if (r) r->id = bus->nregions;
   return MMSB_OK;
 }
 
@@ -85,6 +85,21 @@ static int map_file(mmsb_region *r, const char *path) {
   return MMSB_OK;
 }
 
+/* A name the bus already has: a region recovered from the log is handed to
+ * the program once, if the size matches; anything else is a clash. */
+static int claim(mmsb_region *r, size_t size, const char *path) {
+  if (!r->recovered)
+    return mmsb_fail(MMSB_EEXIST, "region '%s' exists", r->name);
+  if (r->size != size)
+    return mmsb_fail(MMSB_EMISMATCH, "region '%s' is %zu bytes in the log, %zu asked",
+                     r->name, r->size, size);
+  if (path)
+    return mmsb_fail(MMSB_EUNSUPPORTED, "region '%s': a recovered region cannot be "
+                     "mapped from a file", r->name);
+  r->recovered = false;
+  return MMSB_OK;
+}
+
 static int region_make(mmsb_bus *bus, const char *name, size_t size,
                        unsigned flags, const char *path, mmsb_region **out) {
   if (!bus || !out) return mmsb_fail(MMSB_EINVAL, "bus or out is NULL");
@@ -101,8 +116,10 @@ static int region_make(mmsb_bus *bus, const char *name, size_t size,
   pthread_mutex_lock(&bus->lock);
   mmsb_region *r = mmsb_region_lookup(bus, name);
   if (r) {
+    rc = claim(r, size, path);
     pthread_mutex_unlock(&bus->lock);
-    return mmsb_fail(MMSB_EEXIST, "region '%s' exists", name);
+    *out = rc ? NULL : r;
+    return rc;
   }
   rc = MMSB_ENOMEM;
   r = region_new(bus, name, size);
@@ -117,6 +134,10 @@ static int region_make(mmsb_bus *bus, const char *name, size_t size,
   if (path && (rc = map_file(r, path))) goto fail;
   mmsb_shadow_prefault(0, r->win_off, r->map_size);
   if ((rc = mmsb_verify_region_init(r)) || (rc = table_add(bus, r))) goto fail;
+  if (bus->log && ((rc = mmsb_digest_region_init(r)) || (rc = mmsb_log_region(bus, r)))) {
+    bus->regions[--bus->nregions] = NULL;
+    goto fail;
+  }
   pthread_mutex_unlock(&bus->lock);
   *out = r;
   return MMSB_OK;
@@ -154,9 +175,20 @@ int mmsb_region_attach(mmsb_bus *bus, const char *name, void *addr,
     return mmsb_fail(MMSB_ERANGE, "state '%s' at %p is not page-aligned tracked "
                      "memory (compile it with the pass)", name, addr);
   pthread_mutex_lock(&bus->lock);
-  if (mmsb_region_lookup(bus, name)) {
+  mmsb_region *old = mmsb_region_lookup(bus, name);
+  if (old) {
+    rc = claim(old, size, NULL);
+    if (rc == MMSB_OK) { /* the global takes the recovered bytes, then the region */
+      memcpy(addr, old->data, size);
+      mmsb_arena_free(old->data, old->map_size);
+      old->data = addr;
+      old->owned = false;
+      old->win = w;
+      old->win_off = (uintptr_t)addr - __mmsb_windows[w].lo;
+    }
     pthread_mutex_unlock(&bus->lock);
-    return mmsb_fail(MMSB_EEXIST, "state '%s' registered twice", name);
+    *out = rc ? NULL : old;
+    return rc;
   }
   mmsb_region *r = region_new(bus, name, size);
   rc = r ? MMSB_OK : mmsb_fail(MMSB_ENOMEM, "region '%s'", name);
@@ -167,11 +199,46 @@ int mmsb_region_attach(mmsb_bus *bus, const char *name, void *addr,
     if ((rc = mmsb_verify_region_init(r)) || (rc = table_add(bus, r))) {
       mmsb_region_release(r);
       r = NULL;
+    } else if (bus->log && ((rc = mmsb_digest_region_init(r)) || (rc = mmsb_log_region(bus, r)))) {
+      bus->regions[--bus->nregions] = NULL;
+      r->data = NULL; /* the global is not ours to free */
+      mmsb_region_release(r);
+      r = NULL;
     }
   }
   pthread_mutex_unlock(&bus->lock);
   *out = r;
   return rc;
+}
+
+/* A region found in the log: arena memory, zero-filled, with the log's id.
+ * The program claims it by creating (or registering) the same name. */
+int mmsb_region_recover(mmsb_bus *bus, uint32_t id, const char *name, size_t size,
+                        mmsb_region **out) {
+  int rc = check_name(name);
+  if (rc) return rc;
+  if (size == 0 || size > __mmsb_windows[0].size / 2)
+    return mmsb_fail(MMSB_ECORRUPT, "region '%s' of %zu bytes in the log", name, size);
+  if (id == 0 || id > (1u << 24) || mmsb_region_by_id(bus, id) || mmsb_region_lookup(bus, name))
+    return mmsb_fail(MMSB_ECORRUPT, "region id %u / name '%s' twice in the log", id, name);
+  mmsb_region *r = region_new(bus, name, size);
+  if (!r) return mmsb_fail(MMSB_ENOMEM, "region '%s'", name);
+  void *mem;
+  if ((rc = mmsb_arena_alloc(r->map_size, &mem))) { free(r); return rc; }
+  r->data = mem;
+  r->owned = true;
+  r->win_off = (uintptr_t)mem - __mmsb_windows[0].lo;
+  r->recovered = r->logged = true;
+  while (bus->nregions < id - 1 && (rc = table_add(bus, NULL)) == MMSB_OK) {}
+  if (!rc) rc = table_add(bus, r);
+  if (!rc) rc = mmsb_digest_region_init(r);
+  if (rc) {
+    if (bus->nregions == id && bus->regions[id - 1] == r) bus->regions[--bus->nregions] = NULL;
+    mmsb_region_release(r);
+    return rc;
+  }
+  *out = r;
+  return MMSB_OK;
 }
 
 /* Frees the region's memory and record; the caller unlinks it. */
@@ -180,6 +247,7 @@ void mmsb_region_release(mmsb_region *r) {
   else if (r->data) mmsb_shadow_clear(r->win, r->win_off, r->map_size);
   if (r->fd >= 0) close(r->fd);
   free(r->shadow_copy);
+  if (r->page_c) munmap(r->page_c, (r->map_size / MMSB_PAGE_SIZE) * sizeof(uint64_t) ?: 8);
   free(r);
 }
 

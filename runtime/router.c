@@ -39,11 +39,13 @@ int mmsb_router_remove(mmsb_bus *bus, unsigned id) {
   return mmsb_fail(MMSB_ENOTFOUND, "no sink %u", id);
 }
 
-/* Runs every sink; the first failure stops the epoch from reaching the
- * stages after it (an epoch the log refused must not reach a mirror). */
-int mmsb_route(mmsb_bus *bus, const mmsb_batch *b) {
+/* Runs the sinks of stages [first, last]; the first failure stops the epoch
+ * from reaching the sinks after it (an epoch the log refused must not reach
+ * a mirror). */
+int mmsb_route(mmsb_bus *bus, const mmsb_batch *b, int first, int last) {
   for (unsigned i = 0; i < bus->nsinks; i++) {
     mmsb_sink *s = &bus->sinks[i];
+    if (s->stage < first || s->stage > last) continue;
     int rc = s->fn(s->ctx, bus, b);
     if (rc) return rc;
   }

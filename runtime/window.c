@@ -167,12 +167,14 @@ void mmsb_shadow_clear(int w, uintptr_t off, size_t len) {
   pthread_mutex_unlock(&mmsb_mark_lock);
 }
 
-/* ---- window 1: the mmsb_state sections of instrumented modules ---- */
+/* ---- window 1: MMSB_STATE globals ---- */
 
-/* Window 1 is the hull of every section registered; the bitmaps are set up
- * again (and dirty pages carried over) if a later module widens it.
- * Modules register from constructors, before their code stores to state;
- * old bitmaps are not freed. */
+/* Window 1 is the hull of every state global registered; the bitmaps are
+ * set up again (and dirty pages carried over) when a global widens it.
+ * Globals register from constructors, before code stores to them; old
+ * bitmaps are not freed.  Globals that are not state but lie inside the
+ * hull may collect marks through unknown pointers: those marks belong to
+ * no region and are never sent. */
 int mmsb_static_window_add(uintptr_t start, uintptr_t stop) {
   start &= ~(uintptr_t)(MMSB_PAGE_SIZE - 1);
   stop = (stop + MMSB_PAGE_SIZE - 1) & ~(uintptr_t)(MMSB_PAGE_SIZE - 1);
@@ -186,7 +188,7 @@ int mmsb_static_window_add(uintptr_t start, uintptr_t stop) {
     if (start > w->lo) start = w->lo;
     if (stop < w->lo + w->size) stop = w->lo + w->size;
     if (stop - start > ((size_t)1 << 40)) {
-      rc = mmsb_fail(MMSB_ENOMEM, "mmsb_state sections span more than 1 TiB");
+      rc = mmsb_fail(MMSB_ENOMEM, "MMSB_STATE globals span more than 1 TiB");
     } else {
       __mmsb_window old = *w;
       mmsb_win_maps oldm = mmsb_maps[1];

@@ -17,7 +17,7 @@ for var in ("MMSB_VERIFY", "MMSB_DIR", "MMSB_STATS", "MMSB_SYNC"):
     config.environment.pop(var, None)
 
 inc = os.path.join(config.mmsb_src, "include")
-rt = "%s -lpthread -ldl" % config.mmsb_lib
+rt = "%s -lzstd -lpthread -ldl" % config.mmsb_lib
 config.substitutions += [
     ("%plugin", config.plugin),
     ("%opt-mmsb", "%s/opt -load-pass-plugin=%s" % (llvm_bin, config.plugin)),
@@ -28,6 +28,7 @@ config.substitutions += [
     ("%mmsb-cc", os.path.join(config.mmsb_build, "bin", "mmsb-cc")),
     ("%mmsb-c\\+\\+", os.path.join(config.mmsb_build, "bin", "mmsb-c++")),
     ("%{mmsb_src}", config.mmsb_src),
+    ("%{mmsb_bin}", os.path.join(config.mmsb_build, "bin")),
 ]
 if config.primary:
     config.available_features.add("primary")

@@ -19,3 +19,24 @@
 #define MMSB_FORM_PAGE 1
 
 #endif
+
+/* Log segment: a 16-byte header, then records back to back. */
+#define MMSB_SEG_MAGIC "MMSBLOG1"
+#define MMSB_SEG_HDR 16      /* magic[8], version u32, reserved u32 */
+#define MMSB_LOG_VERSION 1
+/* Record header; the checksum is XXH3-64 over the first 24 header bytes
+ * followed by the payload. */
+#define MMSB_REC_MAGIC 0x4345524Du /* "MREC" */
+#define MMSB_REC_HDR 32      /* magic u32, type u16, rsvd u16, epoch u64,
+                                payload_len u64, checksum u64 */
+#define MMSB_REC_REGION 1    /* id u32, flags u32, size u64, name_len u16,
+                                name, [image of size bytes if flags & 1] */
+#define MMSB_REC_EPOCH 2     /* digest u64, batch */
+#define MMSB_REC_MAX_PAYLOAD ((uint64_t)1 << 40)
+/* Checkpoint file; the last 8 bytes are XXH3-64 of everything before. */
+#define MMSB_CKPT_MAGIC "MMSBCKP1"
+#define MMSB_CKPT_HDR 40     /* magic[8], version u32, flags u32, epoch u64,
+                                digest u64, nregions u32, rsvd u32 */
+#define MMSB_CKPT_ZSTD 1u
+#define MMSB_CKPT_REGION_HDR 32 /* id u32, name_len u32, size u64,
+                                   stored_len u64, rsvd u64; name; data */

@@ -32,8 +32,7 @@ extern "C" {
 #endif
 
 /* A global or static variable that becomes a region named after it,
- * registered before main() by a constructor the pass emits.  The pass moves
- * it to the mmsb_state section, page-aligned. */
+ * registered before main() by a constructor the pass emits (page-aligned). */
 #define MMSB_STATE    MMSB_ANNOTATE_("mmsb.state") __attribute__((aligned(4096)))
 /* A struct field whose stores are tracked in any object inside a region. */
 #define MMSB_TRACKED  MMSB_ANNOTATE_("mmsb.tracked")
@@ -84,6 +83,10 @@ typedef struct mmsb_config {
   int stats;              /* MMSB_STATS: print a summary when the bus closes */
   int device;             /* MMSB_DEVICE: CUDA device for mirrors, -1 none */
   const char *trace;      /* MMSB_TRACE: Chrome trace-event JSON file */
+  int salvage;            /* recover the valid prefix of a log that is
+                             corrupt in the middle (MMSB_SALVAGE=1) */
+  uint64_t segment_bytes; /* start a new log segment past this size */
+  int compress;           /* zstd checkpoints (MMSB_COMPRESS=1) */
 } mmsb_config;
 
 /* Fills defaults, then applies the MMSB_* environment variables. */
@@ -143,7 +146,32 @@ int mmsb_touch(const void *addr, size_t len);
 int mmsb_commit(mmsb_bus *bus, mmsb_epoch_t *epoch);
 /* Last committed epoch, 0 before the first. bus NULL: the default bus. */
 mmsb_epoch_t mmsb_epoch(const mmsb_bus *bus);
+/* Writes every region at the current epoch to a checkpoint (temp file,
+ * fsync, rename, directory fsync) and retires the log segments it covers. */
 int mmsb_checkpoint(mmsb_bus *bus);
+
+/* ---- durability (a bus opened with cfg.dir) ------------------------------ */
+
+/* The last epoch known to be on disk (sync none: what was written). */
+mmsb_epoch_t mmsb_durable_epoch(const mmsb_bus *bus);
+/* Makes every committed epoch durable now. */
+int mmsb_log_sync(mmsb_bus *bus);
+/* What recovery found when the bus was opened. */
+typedef struct mmsb_recovery {
+  mmsb_epoch_t checkpoint_epoch;  /* 0: none */
+  mmsb_epoch_t last_epoch;        /* recovered epoch */
+  uint64_t records;               /* log records read */
+  uint64_t bytes_dropped;         /* torn tail (or salvaged rest) cut off */
+  uint64_t records_dropped;
+  char detail[512];               /* what was cut, where; "" when clean */
+} mmsb_recovery;
+int mmsb_recovery_info(const mmsb_bus *bus, mmsb_recovery *out);
+/* A read-only view of the log in `dir` at `epoch` (0: the last): regions
+ * hold their bytes at that epoch, each epoch's digest verified on the way.
+ * Close it with mmsb_bus_close. */
+int mmsb_replay(const char *dir, mmsb_epoch_t epoch, mmsb_bus **out);
+/* The state digest of the bus at its epoch (docs/format.md). */
+uint64_t mmsb_digest(const mmsb_bus *bus);
 
 /* ---- deltas and batches (format: docs/format.md) ----------------------- */
 

@@ -12,11 +12,11 @@ target triple = "x86_64-pc-linux-gnu"
 ; CHECK: entry:
 ; CHECK: call void @__mmsb_store_range(ptr %a, i64
 ; CHECK: loop:
-; CHECK-NOT: __mmsb_log
+; CHECK-NOT: __mmsb_mark
 ; CHECK: ret void
 ; NOLOOP-LABEL: define void @fill(
 ; NOLOOP: loop:
-; NOLOOP: __mmsb_log
+; NOLOOP: call void @__mmsb_mark
 define void @fill(ptr %a, i64 %n) {
 entry:
   br label %loop
@@ -36,7 +36,7 @@ exit:
 ; CHECK: entry:
 ; CHECK: call void @__mmsb_store_range(ptr %a, i64
 ; CHECK: body:
-; CHECK-NOT: __mmsb_log
+; CHECK-NOT: __mmsb_mark
 ; CHECK: ret void
 define void @search(ptr %a, ptr %b, i64 %n) {
 entry:
@@ -59,7 +59,7 @@ exit:
 
 ; CHECK-LABEL: define void @withcall(
 ; CHECK: loop:
-; CHECK: __mmsb_log
+; CHECK: call void @__mmsb_mark(ptr %p, i64 8)
 ; CHECK: call void @step()
 define void @withcall(ptr %a, i64 %n) {
 entry:

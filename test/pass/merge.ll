@@ -5,10 +5,10 @@
 target datalayout = "e-m:e-p270:32:32-p271:32:32-p272:64:64-i64:64-i128:128-f80:128-n8:16:32:64-S128"
 target triple = "x86_64-pc-linux-gnu"
 
-; Three fields of a struct: one entry for bytes [0, 24): (24-1) << 48.
+; Three fields of a struct: one mark for bytes [0, 24).
 ; CHECK-LABEL: define void @fields(
-; CHECK: or i64 %{{.*}}, 6473924464345088
-; CHECK-NOT: __mmsb_log_refill
+; CHECK: call void @__mmsb_mark(ptr %{{.*}}, i64 24)
+; CHECK-NOT: __mmsb_mark
 ; CHECK: ret void
 define void @fields(ptr %s) {
   store i64 1, ptr %s
@@ -20,10 +20,10 @@ define void @fields(ptr %s) {
 }
 
 ; CHECK-LABEL: define void @split(
-; CHECK: __mmsb_log_refill
+; CHECK: call void @__mmsb_mark(ptr %s, i64 8)
 ; CHECK: store i64 1
 ; CHECK: call void @other()
-; CHECK: __mmsb_log_refill
+; CHECK: call void @__mmsb_mark(ptr %b, i64 8)
 ; CHECK: store i64 2
 define void @split(ptr %s) {
   store i64 1, ptr %s

@@ -17,19 +17,19 @@ target triple = "x86_64-pc-linux-gnu"
   { ptr, ptr, ptr, i32, ptr } { ptr @producer, ptr @.producer, ptr @.file, i32 2, ptr null }], section "llvm.metadata"
 
 ; CHECKED-LABEL: define void @unknown(
-; CHECKED: __mmsb_log
+; CHECKED: call void @__mmsb_mark
 ; ANN-LABEL: define void @unknown(
-; ANN-NOT: __mmsb_log
+; ANN-NOT: __mmsb_mark
 ; ANN: ret void
 ; OFF-LABEL: define void @unknown(
-; OFF-NOT: __mmsb_log
+; OFF-NOT: __mmsb_mark
 define void @unknown(ptr %p) {
   store i32 1, ptr %p
   ret void
 }
 
 ; ANN-LABEL: define void @field(
-; ANN: __mmsb_log
+; ANN: call void @__mmsb_mark
 ; ANN: store i32 2
 define void @field(ptr %s) {
   %f = getelementptr inbounds { i32, i32 }, ptr %s, i32 0, i32 1
@@ -39,7 +39,7 @@ define void @field(ptr %s) {
 }
 
 ; ANN-LABEL: define void @fromalloc(
-; ANN: __mmsb_log
+; ANN: call void @__mmsb_mark
 ; ANN: store i64 3
 define void @fromalloc() {
   %m = call ptr @make()
@@ -49,7 +49,7 @@ define void @fromalloc() {
 }
 
 ; ANN-LABEL: define void @producer(
-; ANN: __mmsb_log
+; ANN: call void @__mmsb_mark
 ; ANN: store i64 4
 define void @producer(ptr %p) {
   store i64 4, ptr %p

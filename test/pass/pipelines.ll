@@ -7,8 +7,8 @@ target datalayout = "e-m:e-p270:32:32-p271:32:32-p272:64:64-i64:64-i128:128-f80:
 target triple = "x86_64-pc-linux-gnu"
 
 ; CHECK-LABEL: define {{.*}}void @f(
-; CHECK-COUNT-1: __mmsb_log_refill
-; CHECK-NOT: __mmsb_log_refill
+; CHECK-COUNT-1: call void @__mmsb_mark
+; CHECK-NOT: call void @__mmsb_mark
 ; CHECK: ret void
 define void @f(ptr %p) noinline {
   store volatile i32 1, ptr %p

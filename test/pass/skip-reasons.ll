@@ -15,7 +15,7 @@ target triple = "x86_64-pc-linux-gnu"
 ; REMARK-DAG: store instrumented: address checked at run time
 
 ; CHECK-LABEL: define void @skips(
-; CHECK-NOT: __mmsb_log
+; CHECK-NOT: __mmsb_mark
 ; CHECK: ret void
 define void @skips() {
   %a = alloca i64
@@ -29,9 +29,9 @@ define void @skips() {
 ; later: it is checked.  So is a global declared here but defined elsewhere
 ; (another module's state).
 ; CHECK-LABEL: define void @escapes(
-; CHECK: call ptr @llvm.threadlocal.address
+; CHECK: call void @__mmsb_mark(ptr %a, i64 8)
 ; CHECK: store i64 1, ptr %a
-; CHECK: call ptr @llvm.threadlocal.address
+; CHECK: call void @__mmsb_mark(ptr @ext, i64 8)
 ; CHECK: store i64 2, ptr @ext
 define void @escapes() {
   %a = alloca i64

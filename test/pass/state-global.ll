@@ -1,5 +1,5 @@
-; An MMSB_STATE global moves to the mmsb_state section, page-aligned; a
-; constructor registers it before main; stores to it need no range check.
+; An MMSB_STATE global becomes page-aligned; a constructor registers it
+; before main; stores to it need no range check.
 ; RUN: %opt-mmsb -passes='mmsb-instrument,verify' -S %s | FileCheck %s
 
 target datalayout = "e-m:e-p270:32:32-p271:32:32-p272:64:64-i64:64-i128:128-f80:128-n8:16:32:64-S128"
@@ -10,9 +10,7 @@ target triple = "x86_64-pc-linux-gnu"
 @.file = private unnamed_addr constant [4 x i8] c"t.c\00", section "llvm.metadata"
 @llvm.global.annotations = appending global [1 x { ptr, ptr, ptr, i32, ptr }] [{ ptr, ptr, ptr, i32, ptr } { ptr @book, ptr @.str, ptr @.file, i32 1, ptr null }], section "llvm.metadata"
 
-; CHECK: @book = global [512 x i64] zeroinitializer, section "mmsb_state", align 4096
-; CHECK: @__start_mmsb_state = extern_weak hidden global i8
-; CHECK: @__stop_mmsb_state = extern_weak hidden global i8
+; CHECK: @book = global [512 x i64] zeroinitializer, align 4096
 ; CHECK: @mmsb.name = private unnamed_addr constant [5 x i8] c"book\00"
 ; CHECK: @llvm.global_ctors = appending global {{.*}} { i32 1, ptr @mmsb.module_ctor, ptr null }
 
@@ -27,5 +25,4 @@ define void @set(i64 %i, i64 %v) {
 }
 
 ; CHECK-LABEL: define internal void @mmsb.module_ctor()
-; CHECK: call void @__mmsb_register_section(ptr @__start_mmsb_state, ptr @__stop_mmsb_state)
 ; CHECK: call void @__mmsb_register_state(ptr @mmsb.name, ptr @book, i64 4096)

@@ -1,5 +1,5 @@
-; Every store kind gets a mark before it: range check on both windows, then
-; one entry appended to the thread's mark log (length - 1 in bits 48..63).
+; Every store kind gets a mark before it: an inline range check on both
+; windows, then (in a cold block) __mmsb_mark(address, length).
 ; RUN: %opt-mmsb -passes='mmsb-instrument,verify' -S %s | FileCheck %s
 
 target datalayout = "e-m:e-p270:32:32-p271:32:32-p272:64:64-i64:64-i128:128-f80:128-n8:16:32:64-S128"
@@ -14,18 +14,15 @@ target triple = "x86_64-pc-linux-gnu"
 ; CHECK: load i64, ptr @__mmsb_windows
 ; CHECK: icmp ult i64
 ; CHECK: br i1 %{{.*}}, label %{{.*}}, label %{{.*}}, !prof
-; CHECK: call ptr @llvm.threadlocal.address.p0(ptr @__mmsb_log)
-; CHECK: call ptr @__mmsb_log_refill()
-; CHECK: or i64 %[[A]], 1970324836974592
+; CHECK: call void @__mmsb_mark(ptr %p, i64 8)
 ; CHECK: store i64 7, ptr %p
 define void @scalar(ptr %p) {
   store i64 7, ptr %p
   ret void
 }
 
-; 16-byte vector store: length 16 -> 15 << 48.
 ; CHECK-LABEL: define void @vector(
-; CHECK: or i64 %{{.*}}, 4222124650659840
+; CHECK: call void @__mmsb_mark(ptr %p, i64 16)
 ; CHECK: store <4 x i32>
 define void @vector(ptr %p, <4 x i32> %v) {
   store <4 x i32> %v, ptr %p, align 4
@@ -33,11 +30,11 @@ define void @vector(ptr %p, <4 x i32> %v) {
 }
 
 ; CHECK-LABEL: define void @atomics(
-; CHECK: or i64 %{{.*}}, 844424930131968
+; CHECK: call void @__mmsb_mark(ptr %a, i64 4)
 ; CHECK: store atomic i32
-; CHECK: or i64 %{{.*}}, 1970324836974592
+; CHECK: call void @__mmsb_mark(ptr %b, i64 8)
 ; CHECK: atomicrmw add
-; CHECK: or i64 %{{.*}}, 1970324836974592
+; CHECK: call void @__mmsb_mark(ptr %c, i64 8)
 ; CHECK: cmpxchg
 define void @atomics(ptr %a, ptr %b, ptr %c) {
   store atomic i32 1, ptr %a seq_cst, align 4
@@ -49,7 +46,7 @@ define void @atomics(ptr %a, ptr %b, ptr %c) {
 ; Memory intrinsics mark their whole destination; a constant length up to
 ; 64 KiB inline, anything else through __mmsb_store_range.
 ; CHECK-LABEL: define void @intrinsics(
-; CHECK: or i64 %{{.*}}, 28147497671065600
+; CHECK: call void @__mmsb_mark(ptr %d, i64 101)
 ; CHECK: call void @llvm.memcpy
 ; CHECK: call void @__mmsb_store_range(ptr %d, i64 %n)
 ; CHECK: call void @llvm.memmove
@@ -65,10 +62,12 @@ define void @intrinsics(ptr %d, ptr %s, i64 %n) {
 ; A masked store marks the whole vector, whatever the mask; a scatter marks
 ; each lane's address.
 ; CHECK-LABEL: define void @masked(
-; CHECK: or i64 %{{.*}}, 8725724278030336
+; CHECK: call void @__mmsb_mark(ptr %p, i64 32)
 ; CHECK: call void @llvm.masked.store
-; CHECK: extractelement <2 x ptr> %ptrs, i64 0
-; CHECK: extractelement <2 x ptr> %ptrs, i64 1
+; CHECK: %[[L0:.*]] = extractelement <2 x ptr> %ptrs, i64 0
+; CHECK: call void @__mmsb_mark(ptr %[[L0]], i64 8)
+; CHECK: %[[L1:.*]] = extractelement <2 x ptr> %ptrs, i64 1
+; CHECK: call void @__mmsb_mark(ptr %[[L1]], i64 8)
 ; CHECK: call void @llvm.masked.scatter
 define void @masked(ptr %p, <8 x i32> %v, <8 x i1> %m, <2 x ptr> %ptrs, <2 x i64> %w, <2 x i1> %m2) {
   call void @llvm.masked.store.v8i32.p0(<8 x i32> %v, ptr %p, i32 4, <8 x i1> %m)
@@ -76,11 +75,10 @@ define void @masked(ptr %p, <8 x i32> %v, <8 x i1> %m, <2 x ptr> %ptrs, <2 x i64
   ret void
 }
 
-; Unaligned and cross-granule: the entry carries the exact address and
+; Unaligned and cross-granule: the mark carries the exact address and
 ; length; the runtime marks every granule the bytes touch.
 ; CHECK-LABEL: define void @unaligned(
-; CHECK: %[[U:.*]] = ptrtoint ptr %q to i64
-; CHECK: or i64 %[[U]], 1970324836974592
+; CHECK: call void @__mmsb_mark(ptr %q, i64 8)
 ; CHECK: store i64 1, ptr %q, align 1
 define void @unaligned(ptr %p) {
   %q = getelementptr i8, ptr %p, i64 5

@@ -1,0 +1,293 @@
+/*
+ * mmsb - reads a log directory without the program that wrote it.
+ *
+ *   mmsb info DIR [--json]            regions, epochs, files, recovery state
+ *   mmsb log DIR [--json]             one line per record
+ *   mmsb verify DIR                   replay everything, check every digest
+ *   mmsb export DIR --region NAME [--epoch E] [-o FILE]
+ *   mmsb diff DIR E1 E2 [--json]      byte ranges that differ between epochs
+ *
+ * Exit status: 0 success, 1 a check failed, 2 bad usage.
+ */
+#include "internal.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+static int usage(FILE *f, int code) {
+  fputs("usage: mmsb info DIR [--json]\n"
+        "       mmsb log DIR [--json]\n"
+        "       mmsb verify DIR\n"
+        "       mmsb export DIR --region NAME [--epoch E] [-o FILE]\n"
+        "       mmsb diff DIR E1 E2 [--json]\n"
+        "Reads an MMSB log directory. Exit status: 0 ok, 1 check failed, 2 usage.\n", f);
+  return code;
+}
+
+static int fail(const char *what) {
+  fprintf(stderr, "mmsb: %s: %s\n", what, mmsb_last_error());
+  return 1;
+}
+
+static void json_str(const char *s) {
+  putchar('"');
+  for (; *s; s++) {
+    if (*s == '"' || *s == '\\') printf("\\%c", *s);
+    else if ((unsigned char)*s < 0x20) printf("\\u%04x", *s);
+    else putchar(*s);
+  }
+  putchar('"');
+}
+
+/* ---- log ---- */
+typedef struct scan_ctx {
+  int json, n;
+  uint64_t epochs, regions, bytes, bad;
+  mmsb_epoch_t first, last;
+  char bad_at[300];
+} scan_ctx;
+
+static int print_record(void *c, const char *seg, size_t off, int type, mmsb_epoch_t e,
+                        const uint8_t *p, uint64_t len) {
+  scan_ctx *s = c;
+  if (type == 0) {
+    s->bad++;
+    snprintf(s->bad_at, sizeof s->bad_at, "%s offset %zu", seg, off);
+    if (s->json) printf("%s\n  {\"bad_record\": \"%s\", \"offset\": %zu}", s->n++ ? "," : "", seg, off);
+    else printf("%-30s %10zu  BAD RECORD (torn or corrupt from here)\n", seg, off);
+    return 0;
+  }
+  if (type == MMSB_REC_REGION && len >= 18) {
+    uint32_t id;
+    uint64_t size;
+    uint16_t nl;
+    memcpy(&id, p, 4);
+    memcpy(&size, p + 8, 8);
+    memcpy(&nl, p + 16, 2);
+    char name[MMSB_NAME_MAX + 1];
+    snprintf(name, sizeof name, "%.*s", (int)(nl <= len - 18 ? nl : 0), (const char *)p + 18);
+    if (s->json) {
+      printf("%s\n  {\"type\": \"region\", \"segment\": \"%s\", \"offset\": %zu, \"id\": %u, "
+             "\"size\": %llu, \"name\": ", s->n++ ? "," : "", seg, off, id, (unsigned long long)size);
+      json_str(name);
+      putchar('}');
+    } else {
+      printf("%-30s %10zu  region %u '%s' %llu bytes\n", seg, off, id, name, (unsigned long long)size);
+    }
+    return 0;
+  }
+  mmsb_batch *b = NULL;
+  uint64_t digest = 0;
+  if (len >= 8) memcpy(&digest, p, 8);
+  size_t nd = 0;
+  if (len >= 8 && mmsb_batch_decode(p + 8, len - 8, &b) == MMSB_OK) nd = mmsb_batch_count(b);
+  mmsb_batch_free(b);
+  if (s->json)
+    printf("%s\n  {\"type\": \"epoch\", \"segment\": \"%s\", \"offset\": %zu, \"epoch\": %llu, "
+           "\"deltas\": %zu, \"bytes\": %llu, \"digest\": \"%016llx\"}", s->n++ ? "," : "", seg, off,
+           (unsigned long long)e, nd, (unsigned long long)len, (unsigned long long)digest);
+  else
+    printf("%-30s %10zu  epoch %llu: %zu deltas, %llu bytes, digest %016llx\n", seg, off,
+           (unsigned long long)e, nd, (unsigned long long)len, (unsigned long long)digest);
+  return 0;
+}
+
+static int cmd_log(const char *dir, int json) {
+  scan_ctx s = {.json = json};
+  if (json) printf("{\"dir\": \"%s\", \"records\": [", dir);
+  int rc = mmsb_log_scan(dir, print_record, &s);
+  if (json) printf("\n]}\n");
+  return rc ? fail(dir) : 0;
+}
+
+/* ---- info ---- */
+static int count_record(void *c, const char *seg, size_t off, int type, mmsb_epoch_t e,
+                        const uint8_t *p, uint64_t len) {
+  (void)p;
+  scan_ctx *s = c;
+  if (type == 0) {
+    s->bad++;
+    snprintf(s->bad_at, sizeof s->bad_at, "%s offset %zu", seg, off);
+  } else if (type == MMSB_REC_REGION) {
+    s->regions++;
+  } else {
+    if (!s->epochs++) s->first = e;
+    s->last = e;
+  }
+  s->bytes += MMSB_REC_HDR + len;
+  return 0;
+}
+
+static int cmd_info(const char *dir, int json) {
+  scan_ctx s = {0};
+  int rc = mmsb_log_scan(dir, count_record, &s);
+  if (rc) return fail(dir);
+  mmsb_bus *bus;
+  rc = mmsb_replay(dir, 0, &bus);
+  if (rc) return fail(dir);
+  mmsb_recovery rec;
+  mmsb_recovery_info(bus, &rec);
+  if (json) {
+    printf("{\"dir\": \"%s\", \"epoch\": %llu, \"checkpoint_epoch\": %llu, \"log_epochs\": [%llu, %llu], "
+           "\"log_bytes\": %llu, \"digest\": \"%016llx\", \"torn_bytes\": %llu, \"regions\": [",
+           dir, (unsigned long long)mmsb_epoch(bus), (unsigned long long)rec.checkpoint_epoch,
+           (unsigned long long)s.first, (unsigned long long)s.last, (unsigned long long)s.bytes,
+           (unsigned long long)mmsb_digest(bus), (unsigned long long)rec.bytes_dropped);
+  } else {
+    printf("%s: epoch %llu (checkpoint at %llu, log holds %llu epochs %llu..%llu in %llu bytes)\n"
+           "digest %016llx%s%s\n", dir, (unsigned long long)mmsb_epoch(bus),
+           (unsigned long long)rec.checkpoint_epoch, (unsigned long long)s.epochs,
+           (unsigned long long)s.first, (unsigned long long)s.last, (unsigned long long)s.bytes,
+           (unsigned long long)mmsb_digest(bus), rec.detail[0] ? "\n" : "", rec.detail);
+  }
+  int k = 0;
+  for (uint32_t id = 1; id <= 1u << 24; id++) {
+    mmsb_region *r = mmsb_region_by_id(bus, id);
+    if (!r && id > 1024) break;
+    if (!r) continue;
+    if (json) {
+      printf("%s{\"id\": %u, \"name\": ", k++ ? ", " : "", id);
+      json_str(mmsb_region_name(r));
+      printf(", \"size\": %zu}", mmsb_region_size(r));
+    } else {
+      printf("  region %u '%s': %zu bytes\n", id, mmsb_region_name(r), mmsb_region_size(r));
+    }
+  }
+  if (json) printf("]}\n");
+  mmsb_bus_close(bus);
+  return 0;
+}
+
+/* ---- verify: recovery reads and checks everything; a progress line on a
+ * terminal while it runs ---- */
+static int progress_record(void *c, const char *seg, size_t off, int type, mmsb_epoch_t e,
+                           const uint8_t *p, uint64_t len) {
+  scan_ctx *s = c;
+  count_record(c, seg, off, type, e, p, len);
+  if (isatty(2) && s->epochs % 256 == 0)
+    fprintf(stderr, "\rmmsb verify: scanned %llu records", (unsigned long long)(s->epochs + s->regions));
+  return 0;
+}
+
+static int cmd_verify(const char *dir) {
+  scan_ctx s = {0};
+  if (mmsb_log_scan(dir, progress_record, &s)) return fail(dir);
+  if (isatty(2)) fprintf(stderr, "\r%60s\r", "");
+  mmsb_bus *bus;
+  if (mmsb_replay(dir, 0, &bus)) {
+    printf("FAIL %s: %s\n", dir, mmsb_last_error());
+    return 1;
+  }
+  mmsb_recovery rec;
+  mmsb_recovery_info(bus, &rec);
+  int torn = rec.bytes_dropped != 0;
+  printf("%s %s: %llu records, epoch %llu, every digest verified%s%s\n", torn ? "WARN" : "OK", dir,
+         (unsigned long long)rec.records, (unsigned long long)mmsb_epoch(bus),
+         torn ? "; " : "", rec.detail);
+  mmsb_bus_close(bus);
+  return 0;
+}
+
+/* ---- export ---- */
+static int cmd_export(const char *dir, const char *region, mmsb_epoch_t e, const char *out) {
+  mmsb_bus *bus;
+  mmsb_region *r;
+  if (mmsb_replay(dir, e, &bus)) return fail(dir);
+  if (mmsb_region_find(bus, region, &r)) {
+    mmsb_bus_close(bus);
+    return fail(region);
+  }
+  FILE *f = out ? fopen(out, "wb") : stdout;
+  int rc = 0;
+  if (!f || fwrite(mmsb_region_data(r), 1, mmsb_region_size(r), f) != mmsb_region_size(r)) {
+    perror(out ? out : "stdout");
+    rc = 1;
+  }
+  if (f && out) fclose(f);
+  mmsb_bus_close(bus);
+  return rc;
+}
+
+/* ---- diff ---- */
+static int cmd_diff(const char *dir, mmsb_epoch_t e1, mmsb_epoch_t e2, int json) {
+  mmsb_bus *a, *b;
+  if (mmsb_replay(dir, e1, &a)) return fail("first epoch");
+  if (mmsb_replay(dir, e2, &b)) {
+    mmsb_bus_close(a);
+    return fail("second epoch");
+  }
+  if (json) printf("{\"from\": %llu, \"to\": %llu, \"changes\": [", (unsigned long long)e1,
+                   (unsigned long long)e2);
+  int k = 0;
+  uint64_t total = 0;
+  for (uint32_t id = 1; id <= 1024 * 1024; id++) {
+    mmsb_region *rb = mmsb_region_by_id(b, id), *ra = mmsb_region_by_id(a, id);
+    if (!rb) { if (id > 1024) break; continue; }
+    const uint8_t *pb = mmsb_region_data(rb), *pa = ra ? mmsb_region_data(ra) : NULL;
+    size_t n = mmsb_region_size(rb);
+    for (size_t i = 0; i < n;) {
+      uint8_t va = pa && i < mmsb_region_size(ra) ? pa[i] : 0;
+      if (va == pb[i]) { i++; continue; }
+      size_t j = i;
+      while (j < n && (pa && j < mmsb_region_size(ra) ? pa[j] : 0) != pb[j]) j++;
+      total += j - i;
+      if (json) {
+        printf("%s\n  {\"region\": ", k++ ? "," : "");
+        json_str(mmsb_region_name(rb));
+        printf(", \"offset\": %zu, \"length\": %zu}", i, j - i);
+      } else {
+        printf("%s [%zu, %zu) %zu bytes\n", mmsb_region_name(rb), i, j, j - i);
+      }
+      i = j;
+    }
+  }
+  if (json) printf("\n], \"bytes\": %llu}\n", (unsigned long long)total);
+  else printf("%llu bytes differ between epoch %llu and %llu\n", (unsigned long long)total,
+              (unsigned long long)e1, (unsigned long long)e2);
+  mmsb_bus_close(a);
+  mmsb_bus_close(b);
+  return 0;
+}
+
+static int parse_epoch(const char *s, mmsb_epoch_t *e) {
+  char *end;
+  unsigned long long v = strtoull(s, &end, 10);
+  if (!*s || *end) return -1;
+  *e = v;
+  return 0;
+}
+
+int main(int argc, char **argv) {
+  if (argc < 2) return usage(stderr, 2);
+  for (int i = 1; i < argc; i++)
+    if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) return usage(stdout, 0);
+  const char *cmd = argv[1], *dir = argc > 2 ? argv[2] : NULL;
+  int json = 0;
+  const char *region = NULL, *out = NULL;
+  mmsb_epoch_t epoch = 0;
+  const char *pos[4];
+  int npos = 0;
+  for (int i = 2; i < argc; i++) {
+    if (!strcmp(argv[i], "--json")) json = 1;
+    else if (!strcmp(argv[i], "--region") && i + 1 < argc) region = argv[++i];
+    else if (!strcmp(argv[i], "-o") && i + 1 < argc) out = argv[++i];
+    else if (!strcmp(argv[i], "--epoch") && i + 1 < argc) {
+      if (parse_epoch(argv[++i], &epoch)) return usage(stderr, 2);
+    } else if (argv[i][0] == '-') return usage(stderr, 2);
+    else if (npos < 4) pos[npos++] = argv[i];
+    else return usage(stderr, 2);
+  }
+  if (!dir || npos < 1) return usage(stderr, 2);
+  if (!strcmp(cmd, "info") && npos == 1) return cmd_info(dir, json);
+  if (!strcmp(cmd, "log") && npos == 1) return cmd_log(dir, json);
+  if (!strcmp(cmd, "verify") && npos == 1) return cmd_verify(dir);
+  if (!strcmp(cmd, "export") && npos == 1 && region) return cmd_export(dir, region, epoch, out);
+  if (!strcmp(cmd, "diff") && npos == 3) {
+    mmsb_epoch_t a, b;
+    if (parse_epoch(pos[1], &a) || parse_epoch(pos[2], &b)) return usage(stderr, 2);
+    return cmd_diff(dir, a, b, json);
+  }
+  return usage(stderr, 2);
+}
