@@ -1,9 +1,11 @@
 /*
  * digest.c - the state digest, kept up to date from dirty pages only.
  *
- * A page's contribution is H(bytes) XOR H(zeros of the same length), with
- * H = XXH3-64 seeded by (region id << 40) ^ page index, so that a zero page
- * contributes 0 and a new region's digest is 0 without hashing it.  A
+ * A page's contribution is M(H(bytes) ^ k) XOR M(H(zeros of the same
+ * length) ^ k), with H = XXH3-64, k = (region id << 40) ^ page index and M
+ * a bijective 64-bit mixer, so that a zero page contributes 0 and a new
+ * region's digest is 0 without hashing it; H of a zero page is computed
+ * once per length, so a dirty page costs one hash.  A
  * region's digest is the XOR of its pages' contributions, the bus digest
  * the XOR of its regions'.  A commit rehashes only the pages its batch
  * touches: digest ^= old contribution ^ new one.  Replay does the same and
@@ -23,11 +25,20 @@ static size_t page_len(const mmsb_region *r, size_t page) {
   return r->size - start < MMSB_PAGE_SIZE ? r->size - start : MMSB_PAGE_SIZE;
 }
 
+/* splitmix64's finalizer: a bijection that spreads every input bit. */
+static inline uint64_t mix(uint64_t z) {
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+  return z ^ (z >> 31);
+}
+
 uint64_t mmsb_page_contrib(const mmsb_region *r, size_t page) {
-  uint64_t seed = ((uint64_t)r->id << 40) ^ page;
+  static _Atomic uint64_t zero_full; /* H of a whole zero page; 0 until computed */
+  uint64_t k = ((uint64_t)r->id << 40) ^ page;
   size_t n = page_len(r, page);
-  return XXH3_64bits_withSeed(r->data + page * MMSB_PAGE_SIZE, n, seed) ^
-         XXH3_64bits_withSeed(zero_page, n, seed);
+  uint64_t z = n == MMSB_PAGE_SIZE ? zero_full : XXH3_64bits(zero_page, n);
+  if (n == MMSB_PAGE_SIZE && !z) z = zero_full = XXH3_64bits(zero_page, n);
+  return mix(XXH3_64bits(r->data + page * MMSB_PAGE_SIZE, n) ^ k) ^ mix(z ^ k);
 }
 
 /* The contribution array lives in lazily zeroed memory: a fresh region's
