@@ -67,6 +67,9 @@ struct mmsb_region {
   uint64_t *page_c;  /* digest contribution of each page (digest.c) */
   uint64_t digest;   /* XOR of page_c */
   bool recovered;    /* made by recovery, not yet claimed by the program */
+  struct mmsb_node *producer;   /* graph.c: the node that computes it */
+  struct mmsb_node **consumers; /* graph.c: nodes it is an input of */
+  unsigned nconsumers, capconsumers;
   bool logged;       /* its REGION record is in the log */
 };
 
@@ -88,6 +91,7 @@ int mmsb_router_add(mmsb_bus *bus, int stage, mmsb_sink_fn fn, void *ctx,
                     unsigned *id);
 int mmsb_router_remove(mmsb_bus *bus, unsigned id);
 void mmsb_router_free(mmsb_bus *bus);
+void mmsb_graph_free(mmsb_bus *bus);
 
 /* A queued accumulating delta (mmsb_accumulate). */
 typedef struct mmsb_accum {
@@ -118,6 +122,8 @@ struct mmsb_bus {
   mmsb_config cfg;
   char *dir;
   mmsb_region **regions;   /* by id - 1 */
+  mmsb_region **by_name;   /* open addressing on the name's hash */
+  uint32_t name_cap, name_used; /* slots (a power of two), occupied + tombstones */
   uint32_t nregions, cap_regions;
   _Atomic mmsb_epoch_t epoch;
   mmsb_sink *sinks;          /* sorted by stage, then registration */
@@ -132,6 +138,7 @@ struct mmsb_bus {
   struct mmsb_tlog *log;   /* NULL: in memory */
   bool read_only;          /* a replay view: no commits */
   mmsb_epoch_t replay_stop; /* a replay view's epoch (0: the last) */
+  struct mmsb_graph *graph;  /* propagation nodes (graph.c) */
 };
 
 /* ---- delta.c / batch.c ---- */
@@ -165,6 +172,7 @@ int mmsb_region_attach(mmsb_bus *bus, const char *name, void *addr,
                        size_t size, mmsb_region **out);
 void mmsb_region_release(mmsb_region *r);
 mmsb_region *mmsb_region_lookup(mmsb_bus *bus, const char *name);
+void mmsb_names_free(mmsb_bus *bus);
 
 uint64_t mmsb_now_ns(void);
 

@@ -132,8 +132,8 @@ static int sync_now(mmsb_tlog *lg) {
 static int log_sink(void *ctx, mmsb_bus *bus, const mmsb_batch *b) {
   mmsb_tlog *lg = ctx;
   mmsb_epoch_t e = mmsb_batch_epoch(b);
-  if (lg->seg_size >= lg->seg_limit) {
-    int rc = sync_now(lg);
+  if (lg->seg_size >= lg->seg_limit) { /* rotate; sync the old one unless told not to */
+    int rc = bus->cfg.sync == MMSB_SYNC_NONE ? MMSB_OK : sync_now(lg);
     if (!rc) rc = open_segment(lg, e, true);
     if (rc) return rc;
   }

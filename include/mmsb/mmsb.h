@@ -16,6 +16,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #ifdef __cplusplus
 extern "C" {
@@ -256,6 +257,52 @@ typedef int (*mmsb_subscriber_fn)(void *ctx, const mmsb_batch *batch);
 int mmsb_subscribe(mmsb_bus *bus, mmsb_subscriber_fn fn, void *ctx,
                    unsigned *id);
 int mmsb_unsubscribe(mmsb_bus *bus, unsigned id);
+
+/* ---- propagation graph: derived regions kept up to date --------------- */
+
+typedef struct mmsb_node mmsb_node;
+
+/* How a node's output changes are found after it runs. */
+enum mmsb_detect {
+  MMSB_DETECT_DIFF = 0,   /* compare with a copy taken before the run */
+  MMSB_DETECT_WHOLE = 1,  /* the whole output counts as changed */
+  MMSB_DETECT_STORES = 2  /* the node's code was compiled with the pass */
+};
+
+/* The plain callback form: return 0, or nonzero for failure. */
+typedef int (*mmsb_node_fn)(void *ctx);
+int mmsb_node_create(mmsb_bus *bus, const char *name, mmsb_node_fn fn, void *ctx,
+                     mmsb_node **out);
+/* Edges: the node runs in an epoch in which an input changed; it is the
+ * only producer of its outputs.  An edge that would close a cycle is
+ * refused with MMSB_ECYCLE, the cycle named in mmsb_last_error(). */
+int mmsb_node_input(mmsb_node *n, mmsb_region *r);
+int mmsb_node_output(mmsb_node *n, mmsb_region *r, int detect);
+int mmsb_node_remove(mmsb_node *n);
+
+/* The libffi form: any existing C function, its arguments described once.
+ * MMSB_ARG_IN / MMSB_ARG_OUT pass a region's data pointer and make the
+ * region an input / output (detect DIFF); MMSB_ARG_SIZE passes a region's
+ * size as size_t; the others pass constants. */
+enum mmsb_arg_kind {
+  MMSB_ARG_IN = 1, MMSB_ARG_OUT, MMSB_ARG_SIZE, MMSB_ARG_PTR,
+  MMSB_ARG_I8, MMSB_ARG_U8, MMSB_ARG_I16, MMSB_ARG_U16, MMSB_ARG_I32, MMSB_ARG_U32,
+  MMSB_ARG_I64, MMSB_ARG_U64, MMSB_ARG_F32, MMSB_ARG_F64
+};
+typedef struct mmsb_arg {
+  int kind;
+  mmsb_region *region;   /* IN, OUT, SIZE */
+  union { int64_t i; uint64_t u; double f; void *p; } v;
+} mmsb_arg;
+/* ret_int: the function returns int and nonzero means failure; else its
+ * return value (if any) is ignored. */
+int mmsb_node_create_ffi(mmsb_bus *bus, const char *name, void (*fn)(void), int ret_int,
+                         const mmsb_arg *args, int nargs, mmsb_node **out);
+/* Like mmsb_node_create_ffi, the function found by symbol name (dlsym). */
+int mmsb_node_create_sym(mmsb_bus *bus, const char *name, const char *symbol, int ret_int,
+                         const mmsb_arg *args, int nargs, mmsb_node **out);
+/* Writes the graph in Graphviz DOT (regions as boxes, nodes as ellipses). */
+int mmsb_graph_dot(mmsb_bus *bus, FILE *f);
 
 /* ---- statistics and verification ---------------------------------------- */
 

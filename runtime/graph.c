@@ -1,0 +1,486 @@
+/*
+ * graph.c - the propagation graph: nodes compute derived regions from
+ * input regions, at the propagation stage of every commit.
+ *
+ * Nodes run in height order (1 + the greatest height of the producers of
+ * their inputs), each at most once per epoch, and only if an input changed
+ * in this epoch, by the program's stores or by a node below, or if the node
+ * is new (or got a new edge) since the last commit.  After a node
+ * runs, its output changes (found by diff, declared whole, or marked by
+ * instrumented stores) become deltas of the same epoch; a node whose
+ * outputs did not change stops propagation there (cutoff).  The log then
+ * has the derived deltas too, so replay needs no node code.
+ */
+#include "internal.h"
+
+#include <dlfcn.h>
+#include <ffi.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define MAX_EDGES 64
+
+struct mmsb_node {
+  mmsb_bus *bus;
+  char name[MMSB_NAME_MAX + 1];
+  unsigned id;
+  mmsb_node_fn fn;           /* callback form */
+  void *ctx;
+  void (*ffn)(void);         /* libffi form */
+  ffi_cif cif;
+  ffi_type *types[MAX_EDGES];
+  mmsb_arg args[MAX_EDGES];
+  int nargs, ret_int;
+  mmsb_region *in[MAX_EDGES], *out[MAX_EDGES];
+  int detect[MAX_EDGES];
+  int nin, nout, height;
+  bool fresh;                /* new or rewired: runs at the next commit */
+  uint64_t queued;           /* the epoch it was last queued in */
+  unsigned visited;          /* cycle search stamp */
+  struct mmsb_node *parent;  /* cycle search path */
+  uint8_t *snap[MAX_EDGES];  /* DIFF: outputs before the run */
+};
+
+typedef struct mmsb_graph {
+  mmsb_node **nodes;
+  unsigned n, cap, next_id;
+  unsigned sink_id;
+  unsigned visit;            /* cycle search stamp */
+  mmsb_node **heap;          /* this epoch's work list */
+  unsigned nheap, capheap;
+} mmsb_graph;
+
+static mmsb_node *producer(mmsb_graph *g, const mmsb_region *r) {
+  (void)g;
+  return r->producer;
+}
+
+/* Depth-first from `from` along node -> consumers, iteratively (graphs can
+ * be a million nodes deep); true if `to` is reached.  The path, to name the
+ * cycle, is rebuilt from parent links into path[] (at most 64 names). */
+static bool reaches(mmsb_graph *g, mmsb_node *from, mmsb_node *to, const char **path,
+                    int depth) {
+  (void)depth;
+  unsigned stamp = ++g->visit;
+  size_t cap = 64, n = 0;
+  mmsb_node **stack = malloc(cap * sizeof *stack);
+  if (!stack) return true; /* out of memory: refuse the edge rather than risk a cycle */
+  from->visited = stamp;
+  from->parent = NULL;
+  stack[n++] = from;
+  bool found = false;
+  while (n && !found) {
+    mmsb_node *x = stack[--n];
+    if (x == to) { found = true; break; }
+    for (int k = 0; k < x->nout && !found; k++)
+      for (unsigned i = 0; i < x->out[k]->nconsumers; i++) {
+        mmsb_node *y = x->out[k]->consumers[i];
+        if (y->visited == stamp) continue;
+        y->visited = stamp;
+        y->parent = x;
+        if (n == cap) {
+          mmsb_node **t = realloc(stack, (cap *= 2) * sizeof *t);
+          if (!t) { free(stack); return true; }
+          stack = t;
+        }
+        stack[n++] = y;
+      }
+  }
+  free(stack);
+  if (found) { /* to, parent(to), ..., from: reversed into path */
+    int len = 0;
+    const char *rev[64];
+    for (mmsb_node *x = to; x && len < 63; x = x->parent) rev[len++] = x->name;
+    for (int i = 0; i < len; i++) path[i] = rev[len - 1 - i];
+    path[len] = NULL;
+  }
+  return found;
+}
+
+static int cycle_error(const char **path, const char *closing) {
+  char msg[400];
+  size_t at = 0;
+  for (int i = 0; path[i] && at < sizeof msg - 80; i++)
+    at += (size_t)snprintf(msg + at, sizeof msg - at, "%s -> ", path[i]);
+  snprintf(msg + at, sizeof msg - at, "%s", closing);
+  return mmsb_fail(MMSB_ECYCLE, "edge refused, it closes the cycle %s", msg);
+}
+
+/* Raises n to height h and its consumers after it (edges only ever raise
+ * heights; a removed node leaves heights that are still a valid order). */
+static void raise_height(mmsb_node *n, int h) {
+  if (n->height >= h) return;
+  n->height = h;
+  for (int k = 0; k < n->nout; k++)
+    for (unsigned i = 0; i < n->out[k]->nconsumers; i++)
+      raise_height(n->out[k]->consumers[i], h + 1);
+}
+
+/* ---- the epoch's work list: a binary heap by (height, id) ---- */
+static bool before(const mmsb_node *a, const mmsb_node *b) {
+  return a->height != b->height ? a->height < b->height : a->id < b->id;
+}
+
+static int heap_push(mmsb_graph *g, mmsb_node *n, uint64_t epoch) {
+  if (n->queued == epoch) return MMSB_OK; /* at most once per epoch */
+  if (g->nheap == g->capheap) {
+    unsigned cap = g->capheap ? g->capheap * 2 : 64;
+    mmsb_node **h = realloc(g->heap, cap * sizeof *h);
+    if (!h) return mmsb_fail(MMSB_ENOMEM, "propagation queue");
+    g->heap = h;
+    g->capheap = cap;
+  }
+  n->queued = epoch;
+  unsigned i = g->nheap++;
+  while (i && before(n, g->heap[(i - 1) / 2])) {
+    g->heap[i] = g->heap[(i - 1) / 2];
+    i = (i - 1) / 2;
+  }
+  g->heap[i] = n;
+  return MMSB_OK;
+}
+
+static mmsb_node *heap_pop(mmsb_graph *g) {
+  mmsb_node *top = g->heap[0], *last = g->heap[--g->nheap];
+  unsigned i = 0;
+  for (;;) {
+    unsigned c = 2 * i + 1;
+    if (c >= g->nheap) break;
+    if (c + 1 < g->nheap && before(g->heap[c + 1], g->heap[c])) c++;
+    if (!before(g->heap[c], last)) break;
+    g->heap[i] = g->heap[c];
+    i = c;
+  }
+  if (g->nheap) g->heap[i] = last;
+  return top;
+}
+
+static int push_consumers(mmsb_graph *g, mmsb_region *r, uint64_t epoch) {
+  for (unsigned i = 0; i < r->nconsumers; i++) {
+    int rc = heap_push(g, r->consumers[i], epoch);
+    if (rc) return rc;
+  }
+  return MMSB_OK;
+}
+
+static int run_node(mmsb_node *n) {
+  if (n->fn) return n->fn(n->ctx);
+  void *vals[MAX_EDGES];
+  void *ptrs[MAX_EDGES];
+  size_t sizes[MAX_EDGES];
+  for (int i = 0; i < n->nargs; i++) {
+    mmsb_arg *a = &n->args[i];
+    switch (a->kind) {
+    case MMSB_ARG_IN: case MMSB_ARG_OUT:
+      ptrs[i] = mmsb_region_data(a->region);
+      vals[i] = &ptrs[i];
+      break;
+    case MMSB_ARG_SIZE:
+      sizes[i] = mmsb_region_size(a->region);
+      vals[i] = &sizes[i];
+      break;
+    default: vals[i] = &a->v; break; /* little-endian: the union's start */
+    }
+  }
+  ffi_arg ret = 0;
+  ffi_call(&n->cif, n->ffn, &ret, vals);
+  return n->ret_int ? (int)ret : 0;
+}
+
+/* Turns a node's output changes into marks, then deltas appended to b.
+ * Returns the number of deltas (0: cutoff). */
+static int collect_outputs(mmsb_graph *g, mmsb_node *n, mmsb_batch *b, size_t *ndeltas) {
+  size_t before = b->count;
+  *ndeltas = 0;
+  for (int k = 0; k < n->nout; k++) {
+    mmsb_region *r = n->out[k];
+    if (n->detect[k] == MMSB_DETECT_WHOLE) {
+      mmsb_mark_range((uintptr_t)r->data, r->size);
+    } else if (n->detect[k] == MMSB_DETECT_DIFF) {
+      for (size_t i = 0; i < r->size;) {
+        size_t chunk = r->size - i < 4096 ? r->size - i : 4096;
+        if (memcmp(n->snap[k] + i, r->data + i, chunk) == 0) { i += chunk; continue; }
+        for (size_t j = i; j < i + chunk; j++)
+          if (n->snap[k][j] != r->data[j]) mmsb_mark_range((uintptr_t)r->data + j, 1);
+        i += chunk;
+      }
+    }
+    pthread_mutex_lock(&mmsb_mark_lock);
+    mmsb_logs_flush_all();
+    int rc = mmsb_collect_region(n->bus, r, b);
+    pthread_mutex_unlock(&mmsb_mark_lock);
+    if (rc) return rc;
+    if (b->count > before) {
+      before = b->count;
+      if ((rc = push_consumers(g, r, mmsb_batch_epoch(b)))) return rc;
+      (*ndeltas)++;
+    }
+  }
+  return MMSB_OK;
+}
+
+/* The propagation stage: the consumers of every region the batch changed,
+ * and new nodes, in (height, id) order; a node's changed outputs queue their
+ * consumers in turn. */
+static int propagate(void *ctx, mmsb_bus *bus, const mmsb_batch *cb) {
+  mmsb_graph *g = ctx;
+  mmsb_batch *b = (mmsb_batch *)cb; /* the commit's own batch: derived deltas join it */
+  if (g->n == 0) return MMSB_OK;
+  uint64_t epoch = mmsb_batch_epoch(b);
+  g->nheap = 0;
+  uint32_t last = 0;
+  int rc = MMSB_OK;
+  for (size_t i = 0; i < b->count && !rc; i++) {
+    uint32_t id;
+    memcpy(&id, b->bytes.p + b->index[i], 4);
+    mmsb_region *r = id == last ? NULL : mmsb_region_by_id(bus, id);
+    last = id;
+    if (r) rc = push_consumers(g, r, epoch);
+  }
+  for (unsigned i = 0; i < g->n && !rc; i++)
+    if (g->nodes[i]->fresh) rc = heap_push(g, g->nodes[i], epoch);
+  size_t derived = 0;
+  while (!rc && g->nheap) {
+    mmsb_node *n = heap_pop(g);
+    n->fresh = false;
+    for (int k = 0; k < n->nout; k++)
+      if (n->detect[k] == MMSB_DETECT_DIFF) {
+        if (!n->snap[k] && !(n->snap[k] = malloc(n->out[k]->size)))
+          return mmsb_fail(MMSB_ENOMEM, "node '%s': diff copy", n->name);
+        memcpy(n->snap[k], n->out[k]->data, n->out[k]->size);
+      }
+    if (run_node(n) != 0)
+      return mmsb_fail(MMSB_ENODE, "node '%s' failed in epoch %llu", n->name,
+                       (unsigned long long)epoch);
+    size_t nd;
+    rc = collect_outputs(g, n, b, &nd);
+    derived += nd;
+  }
+  if (!rc && derived) {
+    mmsb_batch_finish(b);
+    rc = mmsb_batch_sort(b);
+  }
+  return rc;
+}
+
+static mmsb_graph *graph_of(mmsb_bus *bus) {
+  if (bus->graph) return bus->graph;
+  mmsb_graph *g = calloc(1, sizeof *g);
+  if (!g) return NULL;
+  if (mmsb_router_add(bus, MMSB_STAGE_PROPAGATE, propagate, g, &g->sink_id)) {
+    free(g);
+    return NULL;
+  }
+  bus->graph = g;
+  return g;
+}
+
+static int add_node(mmsb_bus *bus, const char *name, mmsb_node **out, mmsb_node **made) {
+  if (!bus || !name || !out) return mmsb_fail(MMSB_EINVAL, "NULL argument");
+  if (!*name || strlen(name) > MMSB_NAME_MAX) return mmsb_fail(MMSB_EINVAL, "bad node name");
+  mmsb_graph *g = graph_of(bus);
+  if (!g) return mmsb_fail(MMSB_ENOMEM, "graph");
+  for (unsigned i = 0; i < g->n; i++)
+    if (!strcmp(g->nodes[i]->name, name)) return mmsb_fail(MMSB_EEXIST, "node '%s' exists", name);
+  if (g->n == g->cap) {
+    unsigned cap = g->cap ? g->cap * 2 : 16;
+    mmsb_node **t = realloc(g->nodes, cap * sizeof *t);
+    if (!t) return mmsb_fail(MMSB_ENOMEM, "graph");
+    g->nodes = t;
+    g->cap = cap;
+  }
+  mmsb_node *n = calloc(1, sizeof *n);
+  if (!n) return mmsb_fail(MMSB_ENOMEM, "node");
+  n->bus = bus;
+  strcpy(n->name, name);
+  n->id = ++g->next_id;
+  n->fresh = true;
+  g->nodes[g->n++] = n;
+  *made = n;
+  return MMSB_OK;
+}
+
+int mmsb_node_create(mmsb_bus *bus, const char *name, mmsb_node_fn fn, void *ctx,
+                     mmsb_node **out) {
+  if (!fn) return mmsb_fail(MMSB_EINVAL, "fn is NULL");
+  mmsb_node *n;
+  pthread_mutex_lock(&bus->lock);
+  int rc = add_node(bus, name, out, &n);
+  if (!rc) {
+    n->fn = fn;
+    n->ctx = ctx;
+    *out = n;
+  }
+  pthread_mutex_unlock(&bus->lock);
+  return rc;
+}
+
+int mmsb_node_input(mmsb_node *n, mmsb_region *r) {
+  if (!n || !r || r->bus != n->bus) return mmsb_fail(MMSB_EINVAL, "bad node or region");
+  mmsb_graph *g = n->bus->graph;
+  if (n->nin == MAX_EDGES) return mmsb_fail(MMSB_EINVAL, "node '%s': too many inputs", n->name);
+  mmsb_node *p = producer(g, r);
+  const char *path[66];
+  if (p && reaches(g, n, p, path, 0)) return cycle_error(path, n->name);
+  if (r->nconsumers == r->capconsumers) {
+    unsigned cap = r->capconsumers ? r->capconsumers * 2 : 4;
+    mmsb_node **c = realloc(r->consumers, cap * sizeof *c);
+    if (!c) return mmsb_fail(MMSB_ENOMEM, "graph edge");
+    r->consumers = c;
+    r->capconsumers = cap;
+  }
+  r->consumers[r->nconsumers++] = n;
+  n->in[n->nin++] = r;
+  n->fresh = true;
+  if (p) raise_height(n, p->height + 1);
+  return MMSB_OK;
+}
+
+int mmsb_node_output(mmsb_node *n, mmsb_region *r, int detect) {
+  if (!n || !r || r->bus != n->bus) return mmsb_fail(MMSB_EINVAL, "bad node or region");
+  if (detect < MMSB_DETECT_DIFF || detect > MMSB_DETECT_STORES)
+    return mmsb_fail(MMSB_EINVAL, "bad detect %d", detect);
+  mmsb_graph *g = n->bus->graph;
+  mmsb_node *p = producer(g, r);
+  if (p) return mmsb_fail(MMSB_EEXIST, "region '%s' is produced by node '%s' already", r->name, p->name);
+  if (n->nout == MAX_EDGES) return mmsb_fail(MMSB_EINVAL, "node '%s': too many outputs", n->name);
+  for (int j = 0; j < n->nin; j++)
+    if (n->in[j] == r) return mmsb_fail(MMSB_ECYCLE, "edge refused, it closes the cycle %s -> %s",
+                                        n->name, n->name);
+  const char *path[66];
+  for (unsigned i = 0; i < r->nconsumers; i++)
+    if (reaches(g, r->consumers[i], n, path, 0)) return cycle_error(path, r->consumers[i]->name);
+  r->producer = n;
+  for (unsigned i = 0; i < r->nconsumers; i++) raise_height(r->consumers[i], n->height + 1);
+  n->out[n->nout] = r;
+  n->detect[n->nout++] = detect;
+  n->fresh = true;
+  return MMSB_OK;
+}
+
+int mmsb_node_remove(mmsb_node *n) {
+  if (!n) return mmsb_fail(MMSB_EINVAL, "node is NULL");
+  mmsb_graph *g = n->bus->graph;
+  pthread_mutex_lock(&n->bus->lock);
+  for (unsigned i = 0; i < g->n; i++)
+    if (g->nodes[i] == n) {
+      g->nodes[i] = g->nodes[--g->n];
+      break;
+    }
+  for (int k = 0; k < n->nout; k++) n->out[k]->producer = NULL;
+  for (int j = 0; j < n->nin; j++) {
+    mmsb_region *r = n->in[j];
+    for (unsigned i = 0; i < r->nconsumers; i++)
+      if (r->consumers[i] == n) {
+        r->consumers[i] = r->consumers[--r->nconsumers];
+        break;
+      }
+  }
+  pthread_mutex_unlock(&n->bus->lock);
+  for (int k = 0; k < n->nout; k++) free(n->snap[k]);
+  free(n);
+  return MMSB_OK;
+}
+
+static ffi_type *ffi_of(int kind) {
+  switch (kind) {
+  case MMSB_ARG_IN: case MMSB_ARG_OUT: case MMSB_ARG_PTR: return &ffi_type_pointer;
+  case MMSB_ARG_SIZE: return sizeof(size_t) == 8 ? &ffi_type_uint64 : &ffi_type_uint32;
+  case MMSB_ARG_I8: return &ffi_type_sint8;
+  case MMSB_ARG_U8: return &ffi_type_uint8;
+  case MMSB_ARG_I16: return &ffi_type_sint16;
+  case MMSB_ARG_U16: return &ffi_type_uint16;
+  case MMSB_ARG_I32: return &ffi_type_sint32;
+  case MMSB_ARG_U32: return &ffi_type_uint32;
+  case MMSB_ARG_I64: return &ffi_type_sint64;
+  case MMSB_ARG_U64: return &ffi_type_uint64;
+  case MMSB_ARG_F32: return &ffi_type_float;
+  case MMSB_ARG_F64: return &ffi_type_double;
+  default: return NULL;
+  }
+}
+
+int mmsb_node_create_ffi(mmsb_bus *bus, const char *name, void (*fn)(void), int ret_int,
+                         const mmsb_arg *args, int nargs, mmsb_node **out) {
+  if (!fn || (nargs && !args) || nargs < 0 || nargs > MAX_EDGES)
+    return mmsb_fail(MMSB_EINVAL, "node '%s': bad function or arguments", name ? name : "?");
+  for (int i = 0; i < nargs; i++) {
+    if (!ffi_of(args[i].kind)) return mmsb_fail(MMSB_EINVAL, "argument %d: bad kind", i);
+    if ((args[i].kind == MMSB_ARG_IN || args[i].kind == MMSB_ARG_OUT ||
+         args[i].kind == MMSB_ARG_SIZE) && (!args[i].region || args[i].region->bus != bus))
+      return mmsb_fail(MMSB_EINVAL, "argument %d: no region of this bus", i);
+  }
+  mmsb_node *n;
+  pthread_mutex_lock(&bus->lock);
+  int rc = add_node(bus, name, out, &n);
+  if (rc) goto out;
+  n->ffn = fn;
+  n->ret_int = ret_int;
+  n->nargs = nargs;
+  for (int i = 0; i < nargs; i++) {
+    n->args[i] = args[i];
+    n->types[i] = ffi_of(args[i].kind);
+  }
+  /* a float constant travels as float, not as the double it was given */
+  for (int i = 0; i < nargs; i++)
+    if (args[i].kind == MMSB_ARG_F32) {
+      float f = (float)args[i].v.f;
+      memcpy(&n->args[i].v, &f, sizeof f);
+    }
+  if (ffi_prep_cif(&n->cif, FFI_DEFAULT_ABI, (unsigned)nargs,
+                   ret_int ? &ffi_type_sint32 : &ffi_type_void, n->types) != FFI_OK) {
+    rc = mmsb_fail(MMSB_EINVAL, "node '%s': libffi cannot call this signature", name);
+  }
+  for (int i = 0; !rc && i < nargs; i++) {
+    if (args[i].kind == MMSB_ARG_IN) rc = mmsb_node_input(n, args[i].region);
+    else if (args[i].kind == MMSB_ARG_OUT) rc = mmsb_node_output(n, args[i].region, MMSB_DETECT_DIFF);
+  }
+  if (rc) {
+    pthread_mutex_unlock(&bus->lock);
+    mmsb_node_remove(n);
+    return rc;
+  }
+  *out = n;
+out:
+  pthread_mutex_unlock(&bus->lock);
+  return rc;
+}
+
+int mmsb_node_create_sym(mmsb_bus *bus, const char *name, const char *symbol, int ret_int,
+                         const mmsb_arg *args, int nargs, mmsb_node **out) {
+  if (!symbol) return mmsb_fail(MMSB_EINVAL, "symbol is NULL");
+  void *f = dlsym(RTLD_DEFAULT, symbol);
+  if (!f) return mmsb_fail(MMSB_ENOTFOUND, "no symbol '%s': %s", symbol, dlerror());
+  void (*fn)(void);
+  memcpy(&fn, &f, sizeof fn);
+  return mmsb_node_create_ffi(bus, name, fn, ret_int, args, nargs, out);
+}
+
+int mmsb_graph_dot(mmsb_bus *bus, FILE *f) {
+  if (!bus || !f) return mmsb_fail(MMSB_EINVAL, "NULL argument");
+  mmsb_graph *g = bus->graph;
+  fprintf(f, "digraph mmsb {\n  rankdir=LR;\n");
+  for (uint32_t i = 0; i < bus->nregions; i++)
+    if (bus->regions[i]) fprintf(f, "  \"r:%s\" [shape=box];\n", bus->regions[i]->name);
+  for (unsigned i = 0; g && i < g->n; i++) {
+    mmsb_node *n = g->nodes[i];
+    fprintf(f, "  \"n:%s\" [shape=ellipse];\n", n->name);
+    for (int j = 0; j < n->nin; j++) fprintf(f, "  \"r:%s\" -> \"n:%s\";\n", n->in[j]->name, n->name);
+    for (int k = 0; k < n->nout; k++) fprintf(f, "  \"n:%s\" -> \"r:%s\";\n", n->name, n->out[k]->name);
+  }
+  fprintf(f, "}\n");
+  return MMSB_OK;
+}
+
+void mmsb_graph_free(mmsb_bus *bus) {
+  mmsb_graph *g = bus->graph;
+  if (!g) return;
+  for (unsigned i = 0; i < g->n; i++) {
+    for (int k = 0; k < g->nodes[i]->nout; k++) free(g->nodes[i]->snap[k]);
+    free(g->nodes[i]);
+  }
+  free(g->nodes);
+  free(g->heap);
+  free(g);
+  bus->graph = NULL;
+}
