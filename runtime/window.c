@@ -88,10 +88,12 @@ int mmsb_arena_alloc(size_t size, void **out) {
       break;
     }
   }
-  /* A guard page between blocks keeps one region's overrun out of the next. */
-  if (off == UINTPTR_MAX && arena_next + size + MMSB_PAGE_SIZE <= __mmsb_windows[0].size) {
+  /* Blocks are adjacent, with no guard page: the kernel merges adjacent
+   * read-write mappings into one, so a program with many small regions
+   * does not run into vm.max_map_count (65530 mappings). */
+  if (off == UINTPTR_MAX && arena_next + size <= __mmsb_windows[0].size) {
     off = arena_next;
-    arena_next += size + MMSB_PAGE_SIZE;
+    arena_next += size;
   }
   pthread_mutex_unlock(&arena_lock);
   if (off == UINTPTR_MAX)
