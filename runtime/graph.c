@@ -228,6 +228,7 @@ static int propagate(void *ctx, mmsb_bus *bus, const mmsb_batch *cb) {
   if (g->n == 0) return MMSB_OK;
   uint64_t epoch = mmsb_batch_epoch(b);
   g->nheap = 0;
+  bus->cur_batch = b;
   uint32_t last = 0;
   int rc = MMSB_OK;
   for (size_t i = 0; i < b->count && !rc; i++) {

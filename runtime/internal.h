@@ -139,6 +139,7 @@ struct mmsb_bus {
   bool read_only;          /* a replay view: no commits */
   mmsb_epoch_t replay_stop; /* a replay view's epoch (0: the last) */
   struct mmsb_graph *graph;  /* propagation nodes (graph.c) */
+  mmsb_batch *cur_batch;     /* during propagation: the epoch being built */
 };
 
 /* ---- delta.c / batch.c ---- */

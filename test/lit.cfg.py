@@ -17,7 +17,7 @@ for var in ("MMSB_VERIFY", "MMSB_DIR", "MMSB_STATS", "MMSB_SYNC"):
     config.environment.pop(var, None)
 
 inc = os.path.join(config.mmsb_src, "include")
-rt = "%s -lzstd -lffi -lpthread -ldl" % config.mmsb_lib
+rt = "%s %s -lzstd -lffi -lpthread -ldl" % (config.mmsb_lib, config.extra_libs)
 config.substitutions += [
     ("%plugin", config.plugin),
     ("%opt-mmsb", "%s/opt -load-pass-plugin=%s" % (llvm_bin, config.plugin)),

@@ -304,6 +304,38 @@ int mmsb_node_create_sym(mmsb_bus *bus, const char *name, const char *symbol, in
 /* Writes the graph in Graphviz DOT (regions as boxes, nodes as ellipses). */
 int mmsb_graph_dot(mmsb_bus *bus, FILE *f);
 
+/* ---- device mirrors ------------------------------------------------------ */
+
+typedef struct mmsb_mirror mmsb_mirror;
+
+/* A copy of region r on a CUDA device (device -1: the bus's MMSB_DEVICE),
+ * uploaded now and kept at the bus's epoch by every commit: the region's
+ * deltas are packed into pinned staging memory (double-buffered), sent in
+ * one asynchronous copy and applied by a kernel on the mirror's stream.
+ * Without CUDA or a GPU the same API runs a host backend with the same
+ * per-page code.  MMSB_ENODEV if the device cannot be used. */
+int mmsb_mirror_create(mmsb_region *r, int device, mmsb_mirror **out);
+/* Blocks until the mirror holds epoch e (or later). */
+int mmsb_mirror_wait(mmsb_mirror *m, mmsb_epoch_t e);
+/* The device address of the copy (a host address on the host backend). */
+void *mmsb_mirror_device_ptr(const mmsb_mirror *m);
+/* Copies the mirror's bytes to host memory (after the work queued so far). */
+int mmsb_mirror_download(mmsb_mirror *m, void *dst);
+/* "cuda" or "host". */
+const char *mmsb_mirror_backend(const mmsb_mirror *m);
+int mmsb_mirror_destroy(mmsb_mirror *m);
+
+/* A GPU node: `launch` starts kernels on `stream` (a cudaStream_t) that
+ * read the input mirrors and write the output mirrors (device pointers in
+ * the order given).  After it, each output mirror is diffed on the device
+ * against its previous version; the changed granules come back as deltas
+ * of the same epoch, are applied to the host regions, logged, and
+ * propagate further.  Return nonzero from launch for failure. */
+typedef int (*mmsb_gpu_launch_fn)(void *ctx, void *stream, void *const *in, void *const *out);
+int mmsb_gpu_node_create(mmsb_bus *bus, const char *name, mmsb_gpu_launch_fn launch,
+                         void *ctx, mmsb_mirror *const *in, int nin,
+                         mmsb_mirror *const *out, int nout, mmsb_node **node);
+
 /* ---- statistics and verification ---------------------------------------- */
 
 typedef struct mmsb_stats {

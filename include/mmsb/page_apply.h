@@ -1,0 +1,83 @@
+/*
+ * page_apply.h - applying one encoded delta to one page, written once for
+ * the host and for CUDA kernels (docs/format.md).  The host backend of
+ * mirrors and the device kernels run this same code, so CI tests the
+ * logic that runs on the GPU.
+ *
+ * Functions take the delta header fields already read and trust the body:
+ * batches are validated (mmsb_batch_decode or the commit that made them)
+ * before they are staged.
+ */
+#ifndef MMSB_PAGE_APPLY_H
+#define MMSB_PAGE_APPLY_H
+
+#include <stdint.h>
+#include <string.h>
+
+#ifdef __CUDACC__
+#define MMSB_HD __host__ __device__ __forceinline__
+#else
+#define MMSB_HD static inline
+#endif
+
+/* dst[i] op= src[i] for one element of `type` (enum mmsb_type). */
+MMSB_HD void mmsb_acc_elem(uint8_t *dst, const uint8_t *src, int op, int type) {
+#define MMSB_ACC_CASE(T)                                                      \
+  {                                                                           \
+    T a, b, r;                                                                \
+    memcpy(&a, dst, sizeof(T));                                               \
+    memcpy(&b, src, sizeof(T));                                               \
+    switch (op) {                                                             \
+    case 1: r = (T)(a + b); break;                                            \
+    case 2: r = b < a ? b : a; break;                                         \
+    case 3: r = b > a ? b : a; break;                                         \
+    default: r = a; break;                                                    \
+    }                                                                         \
+    memcpy(dst, &r, sizeof(T));                                               \
+  }
+  if (type == 1 || type == 2 || type == 3) { /* integers: OR, XOR; i64 ADD wraps */
+    if (op == 4 || op == 5 || (op == 1 && type == 3)) {
+      if (type == 1) {
+        uint32_t a, b;
+        memcpy(&a, dst, 4);
+        memcpy(&b, src, 4);
+        a = op == 4 ? (a | b) : op == 5 ? (a ^ b) : a + b;
+        memcpy(dst, &a, 4);
+      } else {
+        uint64_t a, b;
+        memcpy(&a, dst, 8);
+        memcpy(&b, src, 8);
+        a = op == 4 ? (a | b) : op == 5 ? (a ^ b) : a + b;
+        memcpy(dst, &a, 8);
+      }
+      return;
+    }
+  }
+  switch (type) {
+  case 1: MMSB_ACC_CASE(uint32_t) break;
+  case 2: MMSB_ACC_CASE(uint64_t) break;
+  case 3: MMSB_ACC_CASE(int64_t) break;
+  case 4: MMSB_ACC_CASE(float) break;
+  case 5: MMSB_ACC_CASE(double) break;
+  default: break;
+  }
+#undef MMSB_ACC_CASE
+}
+
+MMSB_HD int mmsb_elem_size(int type) {
+  return type == 1 || type == 4 ? 4 : type == 0 ? 1 : 8;
+}
+
+/* Applies bytes [lo, hi) of one run (offset off in the page) with `op`;
+ * lo and hi are element-aligned.  A device thread calls it on its share. */
+MMSB_HD void mmsb_run_apply_part(uint8_t *page, uint32_t off, const uint8_t *bytes,
+                                 uint32_t lo, uint32_t hi, int op, int type) {
+  if (op == 0) {
+    for (uint32_t i = lo; i < hi; i++) page[off + i] = bytes[i];
+    return;
+  }
+  uint32_t es = (uint32_t)mmsb_elem_size(type);
+  for (uint32_t i = lo; i + es <= hi; i += es) mmsb_acc_elem(page + off + i, bytes + i, op, type);
+}
+
+#endif

@@ -1,0 +1,218 @@
+/*
+ * mirror.c - device copies of regions, kept at the bus's epoch by a sink at
+ * the mirror stage (after the log: a mirror never holds an epoch the log
+ * does not), and GPU nodes, whose output changes come back as deltas.
+ *
+ * A region's deltas are contiguous in a sorted batch, so the sink hands
+ * the backend one byte range and the offsets of its deltas; the CUDA
+ * backend stages them in pinned memory, copies them in one asynchronous
+ * copy and applies them with one kernel launch, one block per delta.
+ */
+#include "internal.h"
+#include "device.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+struct mmsb_mirror {
+  mmsb_bus *bus;
+  mmsb_region *r;
+  const mmsb_dev_ops *ops;
+  void *stream;
+  void *dptr, *dprev;       /* dprev: the last version, for diffs (GPU outputs) */
+  mmsb_epoch_t applied;     /* the epoch whose deltas it has already */
+  uint32_t *offs;
+  size_t cap_offs;
+  unsigned sink_id;
+};
+
+/* This epoch's deltas of m's region in b (any order: during propagation
+ * the batch is not sorted yet): offsets relative to the first one. */
+static int gather(mmsb_mirror *m, const mmsb_batch *b, size_t *first, size_t *n, size_t *len) {
+  *n = 0;
+  *first = SIZE_MAX;
+  size_t end = 0;
+  for (size_t i = 0; i < b->count; i++) {
+    uint32_t id, body;
+    memcpy(&id, b->bytes.p + b->index[i], 4);
+    if (id != m->r->id) continue;
+    if (*n == m->cap_offs) {
+      size_t cap = m->cap_offs ? m->cap_offs * 2 : 256;
+      uint32_t *o = realloc(m->offs, cap * sizeof *o);
+      if (!o) return mmsb_fail(MMSB_ENOMEM, "mirror");
+      m->offs = o;
+      m->cap_offs = cap;
+    }
+    memcpy(&body, b->bytes.p + b->index[i] + 20, 4);
+    if (b->index[i] < *first) *first = b->index[i];
+    if (b->index[i] + MMSB_DELTA_HDR + body > end) end = b->index[i] + MMSB_DELTA_HDR + body;
+    m->offs[(*n)++] = (uint32_t)b->index[i];
+  }
+  for (size_t i = 0; i < *n; i++) m->offs[i] -= (uint32_t)*first;
+  *len = *n ? end - *first : 0;
+  return MMSB_OK;
+}
+
+/* Brings m to the epoch of b (once per epoch). */
+static int catch_up(mmsb_mirror *m, const mmsb_batch *b) {
+  mmsb_epoch_t e = mmsb_batch_epoch(b);
+  if (m->applied >= e) return MMSB_OK;
+  size_t first = 0, n = 0, len = 0;
+  int rc = gather(m, b, &first, &n, &len);
+  if (!rc && n) rc = m->ops->apply(m->stream, m->dptr, m->r->size, b->bytes.p + first, len, m->offs, n, e);
+  if (!rc) m->applied = e;
+  return rc;
+}
+
+static int mirror_sink(void *ctx, mmsb_bus *bus, const mmsb_batch *b) {
+  (void)bus;
+  return catch_up(ctx, b);
+}
+
+static const mmsb_dev_ops *pick(int device) {
+  const mmsb_dev_ops *cuda = mmsb_dev_cuda();
+  return device >= 0 && cuda ? cuda : &mmsb_dev_host;
+}
+
+int mmsb_mirror_create(mmsb_region *r, int device, mmsb_mirror **out) {
+  if (!r || !out) return mmsb_fail(MMSB_EINVAL, "NULL argument");
+  mmsb_bus *bus = r->bus;
+  if (device < 0) device = bus->cfg.device;
+  mmsb_mirror *m = calloc(1, sizeof *m);
+  if (!m) return mmsb_fail(MMSB_ENOMEM, "mirror");
+  m->bus = bus;
+  m->r = r;
+  m->ops = pick(device);
+  int rc = m->ops->open(device, &m->stream);
+  if (rc && m->ops != &mmsb_dev_host) { /* no usable GPU: the host backend */
+    m->ops = &mmsb_dev_host;
+    rc = m->ops->open(device, &m->stream);
+  }
+  if (!rc) rc = m->ops->alloc(r->size, &m->dptr);
+  pthread_mutex_lock(&bus->lock);
+  if (!rc) rc = m->ops->upload(m->stream, m->dptr, r->data, r->size);
+  if (!rc) rc = mmsb_router_add(bus, MMSB_STAGE_MIRROR, mirror_sink, m, &m->sink_id);
+  m->applied = atomic_load(&bus->epoch);
+  pthread_mutex_unlock(&bus->lock);
+  if (rc) {
+    if (m->dptr) m->ops->free(m->dptr);
+    if (m->stream) m->ops->close(m->stream);
+    free(m);
+    return rc;
+  }
+  *out = m;
+  return MMSB_OK;
+}
+
+int mmsb_mirror_wait(mmsb_mirror *m, mmsb_epoch_t e) {
+  if (!m) return mmsb_fail(MMSB_EINVAL, "mirror is NULL");
+  if (e > m->applied) return mmsb_fail(MMSB_ERANGE, "epoch %llu is not committed to this mirror "
+                                       "(it has %llu)", (unsigned long long)e,
+                                       (unsigned long long)m->applied);
+  return m->ops->wait(m->stream, e);
+}
+
+void *mmsb_mirror_device_ptr(const mmsb_mirror *m) { return m ? m->dptr : NULL; }
+const char *mmsb_mirror_backend(const mmsb_mirror *m) { return m ? m->ops->name : NULL; }
+
+int mmsb_mirror_download(mmsb_mirror *m, void *dst) {
+  if (!m || !dst) return mmsb_fail(MMSB_EINVAL, "NULL argument");
+  return m->ops->download(m->stream, dst, m->dptr, m->r->size);
+}
+
+int mmsb_mirror_destroy(mmsb_mirror *m) {
+  if (!m) return mmsb_fail(MMSB_EINVAL, "mirror is NULL");
+  pthread_mutex_lock(&m->bus->lock);
+  mmsb_router_remove(m->bus, m->sink_id);
+  pthread_mutex_unlock(&m->bus->lock);
+  m->ops->wait(m->stream, m->applied);
+  m->ops->free(m->dptr);
+  if (m->dprev) m->ops->free(m->dprev);
+  m->ops->close(m->stream);
+  free(m->offs);
+  free(m);
+  return MMSB_OK;
+}
+
+/* ---- GPU nodes ---- */
+#define MAX_IO 16
+typedef struct gpu_node {
+  mmsb_bus *bus;
+  mmsb_gpu_launch_fn launch;
+  void *ctx;
+  mmsb_mirror *in[MAX_IO], *out[MAX_IO];
+  int nin, nout;
+} gpu_node;
+
+/* Writes a diff's changed granules into the host region and marks them. */
+static void take_back(mmsb_mirror *m, const mmsb_dirty_page *d, size_t n) {
+  mmsb_region *r = m->r;
+  for (size_t i = 0; i < n; i++) {
+    size_t start = d[i].page * MMSB_PAGE_SIZE;
+    for (unsigned g = 0; g < 512; g++) {
+      if (!(d[i].mask[g >> 6] >> (g & 63) & 1)) continue;
+      size_t a = start + g * 8ul, l = r->size - a < 8 ? r->size - a : 8;
+      memcpy(r->data + a, d[i].data + g * 8ul, l);
+      mmsb_mark_range((uintptr_t)r->data + a, l);
+    }
+  }
+}
+
+static int gpu_run(void *ctx) {
+  gpu_node *g = ctx;
+  const mmsb_batch *b = g->bus->cur_batch;
+  void *in[MAX_IO], *out[MAX_IO];
+  int rc = MMSB_OK;
+  for (int i = 0; i < g->nin && !rc; i++) {
+    rc = catch_up(g->in[i], b);
+    if (!rc) rc = g->in[i]->ops->wait(g->in[i]->stream, g->in[i]->applied);
+    in[i] = g->in[i]->dptr;
+  }
+  for (int i = 0; i < g->nout && !rc; i++) out[i] = g->out[i]->dptr;
+  if (rc) return rc;
+  void *stream = g->nout ? g->out[0]->stream : NULL;
+  if (g->launch(g->ctx, stream, in, out) != 0) return 1;
+  for (int i = 0; i < g->nout && !rc; i++) {
+    mmsb_mirror *m = g->out[i];
+    mmsb_dirty_page *d = NULL;
+    size_t n = 0;
+    rc = m->ops->diff(m->stream, m->dptr, m->dprev, m->r->size, &d, &n);
+    if (!rc) take_back(m, d, n);
+    free(d);
+    m->applied = mmsb_batch_epoch(b); /* it holds this epoch's output already */
+  }
+  return rc;
+}
+
+int mmsb_gpu_node_create(mmsb_bus *bus, const char *name, mmsb_gpu_launch_fn launch,
+                         void *ctx, mmsb_mirror *const *in, int nin,
+                         mmsb_mirror *const *out, int nout, mmsb_node **node) {
+  if (!bus || !launch || nin < 0 || nout < 1 || nin > MAX_IO || nout > MAX_IO ||
+      (nin && !in) || !out || !node)
+    return mmsb_fail(MMSB_EINVAL, "GPU node '%s': bad arguments", name ? name : "?");
+  gpu_node *g = calloc(1, sizeof *g);
+  if (!g) return mmsb_fail(MMSB_ENOMEM, "GPU node");
+  *g = (gpu_node){bus, launch, ctx, {0}, {0}, nin, nout};
+  int rc = mmsb_node_create(bus, name, gpu_run, g, node);
+  for (int i = 0; !rc && i < nin; i++) {
+    g->in[i] = in[i];
+    rc = in[i] && in[i]->bus == bus ? mmsb_node_input(*node, in[i]->r)
+                                    : mmsb_fail(MMSB_EINVAL, "input mirror %d", i);
+  }
+  for (int i = 0; !rc && i < nout; i++) {
+    mmsb_mirror *m = out[i];
+    g->out[i] = m;
+    rc = m && m->bus == bus ? mmsb_node_output(*node, m->r, MMSB_DETECT_STORES)
+                            : mmsb_fail(MMSB_EINVAL, "output mirror %d", i);
+    if (!rc && !m->dprev) {
+      rc = m->ops->alloc(m->r->size, &m->dprev);
+      if (!rc) rc = m->ops->copy(m->stream, m->dprev, m->dptr, m->r->size);
+    }
+  }
+  if (rc) {
+    if (*node) mmsb_node_remove(*node);
+    *node = NULL;
+    free(g); /* the node's ctx; a removed node no longer refers to it */
+  }
+  return rc;
+}

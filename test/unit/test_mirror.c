@@ -1,0 +1,141 @@
+/* test_mirror.c - mirrors equal their regions byte for byte after random
+ * epochs, for every op; GPU nodes feed CPU nodes.  `test_mirror host` runs
+ * the host backend (CI); `test_mirror gpu` the CUDA backend, and exits 77
+ * where there is no GPU. */
+#include "check.h"
+
+static uint64_t seed;
+static int device;
+#define SZ (3 * 4096 + 1000)
+
+static const int ops[][2] = {
+  {MMSB_OP_ADD, MMSB_T_U32}, {MMSB_OP_ADD, MMSB_T_U64}, {MMSB_OP_ADD, MMSB_T_I64},
+  {MMSB_OP_ADD, MMSB_T_F32}, {MMSB_OP_ADD, MMSB_T_F64}, {MMSB_OP_MIN, MMSB_T_I64},
+  {MMSB_OP_MAX, MMSB_T_U32}, {MMSB_OP_MIN, MMSB_T_F64}, {MMSB_OP_OR, MMSB_T_U64},
+  {MMSB_OP_XOR, MMSB_T_U32},
+};
+
+static void test_epochs(int epochs) {
+  mmsb_bus *bus;
+  CHECK_OK(mmsb_bus_open(NULL, &bus));
+  mmsb_region *r, *big;
+  CHECK_OK(mmsb_region_create(bus, "m", SZ, 0, &r));
+  CHECK_OK(mmsb_region_create(bus, "big", 1 << 22, 0, &big));
+  uint8_t *d = mmsb_region_data(r), *bd = mmsb_region_data(big);
+  for (int i = 0; i < SZ; i++) d[i] = (uint8_t)i;
+  mmsb_mirror *m, *mb;
+  CHECK_OK(mmsb_mirror_create(r, device, &m));
+  CHECK_OK(mmsb_mirror_create(big, device, &mb));
+  if (device >= 0 && strcmp(mmsb_mirror_backend(m), "cuda") != 0) {
+    printf("no GPU: skipped\n");
+    exit(77);
+  }
+  uint8_t *back = malloc(1 << 22);
+  int bad = 0;
+  for (int e = 1; e <= epochs; e++) {
+    int n = (int)rng_below(&seed, 50);
+    for (int s = 0; s < n; s++) {
+      size_t len = 1 + rng_below(&seed, s % 7 == 0 ? 5000 : 16);
+      size_t off = rng_below(&seed, SZ - (len > SZ ? SZ : len) + 1);
+      if (len > SZ - off) len = SZ - off;
+      for (size_t k = 0; k < len; k++) d[off + k] = (uint8_t)rng_next(&seed);
+      mmsb_touch(d + off, len);
+    }
+    for (int s = 0; s < 200; s++) { /* scattered words in the big one */
+      size_t w = rng_below(&seed, (1 << 22) / 8);
+      bd[w * 8] ^= (uint8_t)(s + 1);
+      mmsb_touch(bd + w * 8, 8);
+    }
+    if (e % 3 == 0) { /* accumulating ops of every kind */
+      int k = (int)rng_below(&seed, sizeof ops / sizeof ops[0]);
+      uint64_t vals[16];
+      for (int i = 0; i < 16; i++) {
+        vals[i] = rng_below(&seed, 1000);
+        if (ops[k][1] == MMSB_T_F64) { double f = (double)vals[i] / 4; memcpy(&vals[i], &f, 8); }
+        if (ops[k][1] == MMSB_T_F32) { float f = (float)vals[i] / 4; memcpy(&vals[i], &f, 4); }
+      }
+      size_t es = ops[k][1] == MMSB_T_U32 || ops[k][1] == MMSB_T_F32 ? 4 : 8;
+      size_t off = es * rng_below(&seed, (SZ - 16 * es) / es);
+      CHECK_OK(mmsb_accumulate(r, off, ops[k][0], ops[k][1], vals, 8));
+    }
+    mmsb_epoch_t got;
+    CHECK_OK(mmsb_commit(bus, &got));
+    CHECK_OK(mmsb_mirror_wait(m, got));
+    CHECK_OK(mmsb_mirror_download(m, back));
+    bad += memcmp(back, d, SZ) != 0;
+    if (e % 10 == 0) {
+      CHECK_OK(mmsb_mirror_download(mb, back));
+      bad += memcmp(back, bd, 1 << 22) != 0;
+    }
+  }
+  CHECK(bad == 0);
+  CHECK_FAILS(mmsb_mirror_wait(m, 1000000), MMSB_ERANGE);
+  printf("mirrors (%s): %d epochs, %d mismatches\n", mmsb_mirror_backend(m), epochs, bad);
+  free(back);
+  CHECK_OK(mmsb_mirror_destroy(m));
+  CHECK_OK(mmsb_mirror_destroy(mb));
+  CHECK_OK(mmsb_bus_close(bus));
+}
+
+/* A "GPU" node (on the host backend its launch runs on the CPU) doubles
+ * its input into its output; a CPU node adds 1 to that. */
+static int launch_double(void *ctx, void *stream, void *const *in, void *const *out) {
+  (void)ctx;
+  (void)stream;
+  const uint64_t *a = in[0];
+  uint64_t *b = out[0];
+  for (int i = 0; i < 512; i++) b[i] = a[i] * 2;
+  return 0;
+}
+
+static uint64_t *plus_in, *plus_out;
+static int plus_one(void *ctx) {
+  (void)ctx;
+  for (int i = 0; i < 512; i++) plus_out[i] = plus_in[i] + 1;
+  return 0;
+}
+
+static void test_gpu_node_feeds_cpu(void) {
+  mmsb_bus *bus;
+  CHECK_OK(mmsb_bus_open(NULL, &bus));
+  mmsb_region *a, *b, *c;
+  CHECK_OK(mmsb_region_create(bus, "a", 4096, 0, &a));
+  CHECK_OK(mmsb_region_create(bus, "b", 4096, 0, &b));
+  CHECK_OK(mmsb_region_create(bus, "c", 4096, 0, &c));
+  mmsb_mirror *ma, *mbm;
+  CHECK_OK(mmsb_mirror_create(a, -1, &ma));
+  CHECK_OK(mmsb_mirror_create(b, -1, &mbm));
+  mmsb_node *g, *n;
+  CHECK_OK(mmsb_gpu_node_create(bus, "double", launch_double, NULL, &ma, 1, &mbm, 1, &g));
+  plus_in = mmsb_region_data(b);
+  plus_out = mmsb_region_data(c);
+  CHECK_OK(mmsb_node_create(bus, "plus", plus_one, NULL, &n));
+  CHECK_OK(mmsb_node_input(n, b));
+  CHECK_OK(mmsb_node_output(n, c, MMSB_DETECT_DIFF));
+  uint64_t *pa = mmsb_region_data(a);
+  for (int e = 1; e <= 5; e++) {
+    pa[e * 3] = (uint64_t)e * 10;
+    mmsb_touch(&pa[e * 3], 8);
+    CHECK_OK(mmsb_commit(bus, NULL));
+    CHECK(((uint64_t *)mmsb_region_data(b))[e * 3] == (uint64_t)e * 20);
+    CHECK(((uint64_t *)mmsb_region_data(c))[e * 3] == (uint64_t)e * 20 + 1);
+  }
+  /* the derived deltas are in the batch: b's change came back as a delta */
+  const mmsb_batch *last = mmsb_last_batch(bus);
+  int has_b = 0;
+  for (size_t i = 0; i < mmsb_batch_count(last); i++) {
+    mmsb_delta d;
+    mmsb_batch_delta(last, i, &d);
+    has_b += d.region_id == mmsb_region_id(b);
+  }
+  CHECK(has_b == 1);
+  CHECK_OK(mmsb_bus_close(bus));
+}
+
+int main(int argc, char **argv) {
+  seed = test_seed();
+  device = argc > 1 && !strcmp(argv[1], "gpu") ? 0 : -1;
+  test_epochs(300 * test_scale());
+  if (device < 0) test_gpu_node_feeds_cpu();
+  return check_done(device < 0 ? "test_mirror host" : "test_mirror gpu");
+}
