@@ -45,8 +45,8 @@ int cuda_err(cudaError_t e, const char *what) {
                    cudaGetErrorString(e));
 }
 
-__global__ void apply_kernel(uint8_t *base, size_t size, const uint8_t *bytes, const uint32_t *offs) {
-  const uint8_t *d = bytes + offs[blockIdx.x];
+// One delta, applied by the whole block.
+__device__ void apply_delta(uint8_t *base, size_t size, const uint8_t *d) {
   uint8_t op = d[4], type = d[5], form = d[6];
   uint64_t page;
   uint32_t nruns, body;
@@ -66,7 +66,7 @@ __global__ void apply_kernel(uint8_t *base, size_t size, const uint8_t *bytes, c
       else
         mmsb_run_apply_part(pg, 0, b, lo, hi, 0, 0);
     }
-    return;
+    return; // uniform across the block: every thread returns here
   }
   // Runs: thread 0 finds where each run starts; the block shares them out.
   __shared__ uint32_t start[512];
@@ -87,6 +87,15 @@ __global__ void apply_kernel(uint8_t *base, size_t size, const uint8_t *bytes, c
     memcpy(&off, b + start[r], 2);
     memcpy(&len, b + start[r] + 2, 2);
     if (off + (size_t)len <= plen) mmsb_run_apply_part(pg, off, b + start[r] + 4, 0, len, op, type);
+  }
+}
+
+// One block per page: the page's deltas (adjacent in offs) in order.
+__global__ void apply_kernel(uint8_t *base, size_t size, const uint8_t *bytes,
+                             const uint32_t *offs, const uint32_t *group) {
+  for (uint32_t k = group[blockIdx.x]; k < group[blockIdx.x + 1]; k++) {
+    apply_delta(base, size, bytes + offs[k]);
+    __syncthreads();
   }
 }
 
@@ -188,7 +197,8 @@ int c_apply(void *p, void *dptr, size_t size, const uint8_t *bytes, size_t len,
   Stream *s = (Stream *)p;
   Stage &st = s->stage[epoch & 1];
   int rc = cuda_err(cudaEventSynchronize(st.done), "staging"); // its last epoch is done
-  size_t olen = (len + 15) & ~(size_t)15, need = olen + n * sizeof(uint32_t);
+  // bytes | offs | group starts (one group per page)
+  size_t olen = (len + 15) & ~(size_t)15, need = olen + (2 * n + 1) * sizeof(uint32_t);
   if (!rc && need > st.cap) {
     cudaFreeHost(st.host);
     cudaFree(st.dev);
@@ -201,10 +211,20 @@ int c_apply(void *p, void *dptr, size_t size, const uint8_t *bytes, size_t len,
   if (rc) return rc;
   memcpy(st.host, bytes, len);
   memcpy(st.host + olen, offs, n * sizeof(uint32_t));
+  uint32_t *group = (uint32_t *)(st.host + olen) + n, ng = 0;
+  uint64_t last = UINT64_MAX;
+  for (size_t i = 0; i < n; i++) {
+    uint64_t pg;
+    memcpy(&pg, bytes + offs[i] + 8, 8);
+    if (pg != last) group[ng++] = (uint32_t)i;
+    last = pg;
+  }
+  group[ng] = (uint32_t)n;
+  need = olen + (n + ng + 1) * sizeof(uint32_t);
   rc = cuda_err(cudaMemcpyAsync(st.dev, st.host, need, cudaMemcpyHostToDevice, s->s), "send deltas");
   if (rc) return rc;
-  apply_kernel<<<(unsigned)n, 256, 0, s->s>>>((uint8_t *)dptr, size, st.dev,
-                                              (const uint32_t *)(st.dev + olen));
+  apply_kernel<<<ng, 256, 0, s->s>>>((uint8_t *)dptr, size, st.dev, (const uint32_t *)(st.dev + olen),
+                                     (const uint32_t *)(st.dev + olen) + n);
   rc = cuda_err(cudaGetLastError(), "apply kernel");
   if (!rc) rc = cuda_err(cudaEventRecord(st.done, s->s), "event");
   st.epoch = epoch;
@@ -253,8 +273,10 @@ int c_diff(void *p, void *cur, void *prev, size_t size, mmsb_dirty_page **out, s
   return MMSB_OK;
 }
 
+void *c_native(void *p) { return ((Stream *)p)->s; }
+
 const mmsb_dev_ops ops = {"cuda", c_open, c_close, c_alloc, c_free, c_upload,
-                          c_download, c_copy, c_apply, c_wait, c_diff};
+                          c_download, c_copy, c_apply, c_wait, c_diff, c_native};
 
 } // namespace
 

@@ -30,8 +30,9 @@ typedef struct mmsb_dev_ops {
   int (*download)(void *stream, void *dst, const void *dptr, size_t n);
   int (*copy)(void *stream, void *dst, const void *src, size_t n);
   /* Applies `n` deltas, bytes[offs[i]...], to the copy at dptr of a region
-   * of `size` bytes; asynchronous on the stream; the bytes may be reused
-   * once wait() says the epoch is done. */
+   * of `size` bytes, in order: offs is sorted by page (stably), and deltas
+   * of one page are applied one after the other (an accumulation after the
+   * ASSIGN it follows).  Asynchronous on the stream. */
   int (*apply)(void *stream, void *dptr, size_t size, const uint8_t *bytes, size_t len,
                const uint32_t *offs, size_t n, uint64_t epoch);
   /* Blocks until the work queued up to epoch e is done. */
@@ -40,6 +41,8 @@ typedef struct mmsb_dev_ops {
    * with their changed granules; *out is malloc'ed; prev is then updated. */
   int (*diff)(void *stream, void *cur, void *prev, size_t size, mmsb_dirty_page **out,
               size_t *n);
+  /* The cudaStream_t that user kernels of GPU nodes are launched on. */
+  void *(*native)(void *stream);
 } mmsb_dev_ops;
 
 extern const mmsb_dev_ops mmsb_dev_host;

@@ -92,8 +92,10 @@ static int h_diff(void *s, void *cur, void *prev, size_t size, mmsb_dirty_page *
   return MMSB_OK;
 }
 
+static void *h_native(void *s) { (void)s; return NULL; }
+
 const mmsb_dev_ops mmsb_dev_host = {"host", h_open, h_close, h_alloc, h_free, h_copy,
-                                    h_copy, h_copy, h_apply, h_wait, h_diff};
+                                    h_copy, h_copy, h_apply, h_wait, h_diff, h_native};
 
 #ifndef MMSB_HAVE_CUDA
 const mmsb_dev_ops *mmsb_dev_cuda(void) { return NULL; }

@@ -48,6 +48,21 @@ static int gather(mmsb_mirror *m, const mmsb_batch *b, size_t *first, size_t *n,
     if (b->index[i] + MMSB_DELTA_HDR + body > end) end = b->index[i] + MMSB_DELTA_HDR + body;
     m->offs[(*n)++] = (uint32_t)b->index[i];
   }
+  /* By page, stably: during propagation derived and accumulated deltas of
+   * a page may come after other pages' (insertion sort: nearly sorted). */
+  for (size_t i = 1; i < *n; i++) {
+    uint32_t o = m->offs[i];
+    uint64_t pg;
+    memcpy(&pg, b->bytes.p + o + 8, 8);
+    size_t j = i;
+    for (; j > 0; j--) {
+      uint64_t q;
+      memcpy(&q, b->bytes.p + m->offs[j - 1] + 8, 8);
+      if (q <= pg) break;
+      m->offs[j] = m->offs[j - 1];
+    }
+    m->offs[j] = o;
+  }
   for (size_t i = 0; i < *n; i++) m->offs[i] -= (uint32_t)*first;
   *len = *n ? end - *first : 0;
   return MMSB_OK;
@@ -170,7 +185,7 @@ static int gpu_run(void *ctx) {
   }
   for (int i = 0; i < g->nout && !rc; i++) out[i] = g->out[i]->dptr;
   if (rc) return rc;
-  void *stream = g->nout ? g->out[0]->stream : NULL;
+  void *stream = g->out[0]->ops->native(g->out[0]->stream);
   if (g->launch(g->ctx, stream, in, out) != 0) return 1;
   for (int i = 0; i < g->nout && !rc; i++) {
     mmsb_mirror *m = g->out[i];
