@@ -121,7 +121,7 @@ int mmsb_bus_close(mmsb_bus *bus) {
   for (uint32_t i = 0; i < bus->nregions; i++)
     if (bus->regions[i]) mmsb_region_release(bus->regions[i]);
   free(bus->regions);
-  mmsb_names_free(bus);
+  mmsb_nameidx_free(&bus->names);
   mmsb_graph_free(bus);
   mmsb_router_free(bus);
   mmsb_accum_free(bus);

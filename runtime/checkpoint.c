@@ -215,7 +215,7 @@ static void drop_regions(mmsb_bus *bus) {
   for (uint32_t i = 0; i < bus->nregions; i++)
     if (bus->regions[i]) mmsb_region_release(bus->regions[i]);
   bus->nregions = 0;
-  mmsb_names_free(bus);
+  mmsb_nameidx_free(&bus->names);
   atomic_store(&bus->epoch, 0);
 }
 

@@ -15,6 +15,7 @@
 
 #include <dlfcn.h>
 #include <ffi.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -46,6 +47,7 @@ typedef struct mmsb_graph {
   unsigned n, cap, next_id;
   unsigned sink_id;
   unsigned visit;            /* cycle search stamp */
+  mmsb_nameidx names;        /* nodes by name */
   mmsb_node **heap;          /* this epoch's work list */
   unsigned nheap, capheap;
 } mmsb_graph;
@@ -281,8 +283,8 @@ static int add_node(mmsb_bus *bus, const char *name, mmsb_node **out, mmsb_node 
   if (!*name || strlen(name) > MMSB_NAME_MAX) return mmsb_fail(MMSB_EINVAL, "bad node name");
   mmsb_graph *g = graph_of(bus);
   if (!g) return mmsb_fail(MMSB_ENOMEM, "graph");
-  for (unsigned i = 0; i < g->n; i++)
-    if (!strcmp(g->nodes[i]->name, name)) return mmsb_fail(MMSB_EEXIST, "node '%s' exists", name);
+  g->names.name_off = offsetof(mmsb_node, name);
+  if (mmsb_nameidx_find(&g->names, name)) return mmsb_fail(MMSB_EEXIST, "node '%s' exists", name);
   if (g->n == g->cap) {
     unsigned cap = g->cap ? g->cap * 2 : 16;
     mmsb_node **t = realloc(g->nodes, cap * sizeof *t);
@@ -296,6 +298,10 @@ static int add_node(mmsb_bus *bus, const char *name, mmsb_node **out, mmsb_node 
   strcpy(n->name, name);
   n->id = ++g->next_id;
   n->fresh = true;
+  if (mmsb_nameidx_insert(&g->names, n)) {
+    free(n);
+    return MMSB_ENOMEM;
+  }
   g->nodes[g->n++] = n;
   *made = n;
   return MMSB_OK;
@@ -368,6 +374,7 @@ int mmsb_node_remove(mmsb_node *n) {
       g->nodes[i] = g->nodes[--g->n];
       break;
     }
+  mmsb_nameidx_remove(&g->names, n);
   for (int k = 0; k < n->nout; k++) n->out[k]->producer = NULL;
   for (int j = 0; j < n->nin; j++) {
     mmsb_region *r = n->in[j];
@@ -482,6 +489,7 @@ void mmsb_graph_free(mmsb_bus *bus) {
   }
   free(g->nodes);
   free(g->heap);
+  mmsb_nameidx_free(&g->names);
   free(g);
   bus->graph = NULL;
 }

@@ -20,6 +20,17 @@ int mmsb_fail(int status, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 void mmsb_clear_error(void);
 
+/* ---- nameidx.c: name -> object (the object holds its name at name_off) ---- */
+typedef struct mmsb_nameidx {
+  void **slots;
+  uint32_t cap, used;
+  size_t name_off;
+} mmsb_nameidx;
+void *mmsb_nameidx_find(const mmsb_nameidx *x, const char *name);
+int mmsb_nameidx_insert(mmsb_nameidx *x, void *obj);
+void mmsb_nameidx_remove(mmsb_nameidx *x, void *obj);
+void mmsb_nameidx_free(mmsb_nameidx *x);
+
 /* ---- window.c: tracked address ranges and their dirty bitmaps ---- */
 /* Bitmaps of a window: one bit per granule, per page, and per 64 pages.
  * Written only under mmsb_mark_lock (plain, non-atomic bit operations). */
@@ -122,8 +133,7 @@ struct mmsb_bus {
   mmsb_config cfg;
   char *dir;
   mmsb_region **regions;   /* by id - 1 */
-  mmsb_region **by_name;   /* open addressing on the name's hash */
-  uint32_t name_cap, name_used; /* slots (a power of two), occupied + tombstones */
+  mmsb_nameidx names;      /* regions by name */
   uint32_t nregions, cap_regions;
   _Atomic mmsb_epoch_t epoch;
   mmsb_sink *sinks;          /* sorted by stage, then registration */
@@ -173,7 +183,6 @@ int mmsb_region_attach(mmsb_bus *bus, const char *name, void *addr,
                        size_t size, mmsb_region **out);
 void mmsb_region_release(mmsb_region *r);
 mmsb_region *mmsb_region_lookup(mmsb_bus *bus, const char *name);
-void mmsb_names_free(mmsb_bus *bus);
 
 uint64_t mmsb_now_ns(void);
 

@@ -9,6 +9,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -28,65 +29,8 @@ static int check_name(const char *name) {
   return MMSB_OK;
 }
 
-/* ---- the name index: open addressing, linear probing, tombstones ---- */
-#define TOMBSTONE ((mmsb_region *)1)
-
-static uint32_t name_hash(const char *s) {
-  uint32_t h = 2166136261u; /* FNV-1a */
-  for (; *s; s++) h = (h ^ (uint8_t)*s) * 16777619u;
-  return h;
-}
-
 mmsb_region *mmsb_region_lookup(mmsb_bus *bus, const char *name) {
-  if (!bus->name_cap) return NULL;
-  for (uint32_t i = name_hash(name) & (bus->name_cap - 1);; i = (i + 1) & (bus->name_cap - 1)) {
-    mmsb_region *r = bus->by_name[i];
-    if (!r) return NULL;
-    if (r != TOMBSTONE && strcmp(r->name, name) == 0) return r;
-  }
-}
-
-static int names_insert(mmsb_bus *bus, mmsb_region *r);
-
-static int names_grow(mmsb_bus *bus) {
-  uint32_t old_cap = bus->name_cap;
-  mmsb_region **old = bus->by_name;
-  uint32_t cap = old_cap ? old_cap * 2 : 64;
-  bus->by_name = calloc(cap, sizeof *bus->by_name);
-  if (!bus->by_name) {
-    bus->by_name = old;
-    return mmsb_fail(MMSB_ENOMEM, "region names");
-  }
-  bus->name_cap = cap;
-  bus->name_used = 0;
-  for (uint32_t i = 0; i < old_cap; i++)
-    if (old[i] && old[i] != TOMBSTONE) names_insert(bus, old[i]);
-  free(old);
-  return MMSB_OK;
-}
-
-static int names_insert(mmsb_bus *bus, mmsb_region *r) {
-  if ((bus->name_used + 1) * 4 >= bus->name_cap * 3) {
-    int rc = names_grow(bus);
-    if (rc) return rc;
-  }
-  uint32_t i = name_hash(r->name) & (bus->name_cap - 1);
-  while (bus->by_name[i] && bus->by_name[i] != TOMBSTONE) i = (i + 1) & (bus->name_cap - 1);
-  if (!bus->by_name[i]) bus->name_used++;
-  bus->by_name[i] = r;
-  return MMSB_OK;
-}
-
-static void names_remove(mmsb_bus *bus, mmsb_region *r) {
-  for (uint32_t i = name_hash(r->name) & (bus->name_cap - 1); bus->by_name[i];
-       i = (i + 1) & (bus->name_cap - 1))
-    if (bus->by_name[i] == r) { bus->by_name[i] = TOMBSTONE; return; }
-}
-
-void mmsb_names_free(mmsb_bus *bus) {
-  free(bus->by_name);
-  bus->by_name = NULL;
-  bus->name_cap = bus->name_used = 0;
+  return mmsb_nameidx_find(&bus->names, name);
 }
 
 /* Adds r to the bus table under bus->lock; assigns its id. */
@@ -99,7 +43,8 @@ static int table_add(mmsb_bus *bus, mmsb_region *r) {
     bus->cap_regions = cap;
   }
   if (r) {
-    int rc = names_insert(bus, r);
+    bus->names.name_off = offsetof(mmsb_region, name);
+    int rc = mmsb_nameidx_insert(&bus->names, r);
     if (rc) return rc;
   }
   bus->regions[bus->nregions++] = r;
@@ -110,7 +55,7 @@ static int table_add(mmsb_bus *bus, mmsb_region *r) {
 /* Undoes the last table_add (a region that failed to set up). */
 static void table_pop(mmsb_bus *bus, mmsb_region *r) {
   if (bus->nregions && bus->regions[bus->nregions - 1] == r) bus->regions[--bus->nregions] = NULL;
-  names_remove(bus, r);
+  mmsb_nameidx_remove(&bus->names, r);
 }
 
 static mmsb_region *region_new(mmsb_bus *bus, const char *name, size_t size) {
@@ -324,7 +269,7 @@ int mmsb_region_destroy(mmsb_region *r) {
   mmsb_bus *bus = r->bus;
   pthread_mutex_lock(&bus->lock);
   bus->regions[r->id - 1] = NULL;
-  names_remove(bus, r);
+  mmsb_nameidx_remove(&bus->names, r);
   pthread_mutex_unlock(&bus->lock);
   mmsb_region_release(r);
   return MMSB_OK;
