@@ -47,18 +47,15 @@ int cuda_err(cudaError_t e, const char *what) {
 
 // One delta, applied by the whole block.
 __device__ void apply_delta(uint8_t *base, size_t size, const uint8_t *d) {
-  uint8_t op = d[4], type = d[5], form = d[6];
-  uint64_t page;
-  uint32_t nruns, body;
-  memcpy(&page, d + 8, 8);
-  memcpy(&nruns, d + 16, 4);
-  memcpy(&body, d + 20, 4);
-  uint8_t *pg = base + page * MMSB_PAGE_SIZE;
-  size_t plen = size - page * MMSB_PAGE_SIZE;
-  if (plen > MMSB_PAGE_SIZE) plen = MMSB_PAGE_SIZE;
+  mmsb_dhdr h;
+  mmsb_dhdr_read(d, &h);
+  uint8_t op = h.op, type = h.type;
+  uint32_t nruns = h.nruns;
+  uint8_t *pg = base + h.page * MMSB_PAGE_SIZE;
+  uint32_t plen = mmsb_page_len(size, h.page);
   const uint8_t *b = d + MMSB_DELTA_HDR;
-  if (form == MMSB_FORM_PAGE) { // 16 bytes a thread
-    uint32_t n = body <= plen ? body : (uint32_t)plen;
+  if (h.form == MMSB_FORM_PAGE) { // 16 bytes a thread
+    uint32_t n = h.body <= plen ? h.body : plen;
     for (uint32_t lo = threadIdx.x * 16; lo < n; lo += blockDim.x * 16) {
       uint32_t hi = lo + 16 < n ? lo + 16 : n;
       if (hi - lo == 16 && !(((uintptr_t)(b + lo)) & 15))

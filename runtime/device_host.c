@@ -31,25 +31,20 @@ static int h_copy(void *s, void *dst, const void *src, size_t n) {
 /* The kernel's work for one delta, done by one "block": whole pages and
  * runs, assign or accumulate. */
 void mmsb_apply_one(uint8_t *base, size_t size, const uint8_t *d) {
-  uint8_t op = d[4], type = d[5], form = d[6];
-  uint64_t page;
-  uint32_t nruns, body;
-  memcpy(&page, d + 8, 8);
-  memcpy(&nruns, d + 16, 4);
-  memcpy(&body, d + 20, 4);
-  uint8_t *pg = base + page * MMSB_PAGE_SIZE;
-  size_t plen = size - page * MMSB_PAGE_SIZE;
-  if (plen > MMSB_PAGE_SIZE) plen = MMSB_PAGE_SIZE;
+  mmsb_dhdr h;
+  mmsb_dhdr_read(d, &h);
+  uint8_t *pg = base + h.page * MMSB_PAGE_SIZE;
+  uint32_t plen = mmsb_page_len(size, h.page);
   const uint8_t *b = d + MMSB_DELTA_HDR;
-  if (form == MMSB_FORM_PAGE) {
-    mmsb_run_apply_part(pg, 0, b, 0, body <= plen ? body : (uint32_t)plen, 0, 0);
+  if (h.form == MMSB_FORM_PAGE) {
+    mmsb_run_apply_part(pg, 0, b, 0, h.body <= plen ? h.body : plen, 0, 0);
     return;
   }
-  for (uint32_t r = 0, at = 0; r < nruns; r++) {
+  for (uint32_t r = 0, at = 0; r < h.nruns; r++) {
     uint16_t off, len;
     memcpy(&off, b + at, 2);
     memcpy(&len, b + at + 2, 2);
-    if (off + (size_t)len <= plen) mmsb_run_apply_part(pg, off, b + at + 4, 0, len, op, type);
+    if (off + (size_t)len <= plen) mmsb_run_apply_part(pg, off, b + at + 4, 0, len, h.op, h.type);
     at += 4u + len;
   }
 }

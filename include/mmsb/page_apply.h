@@ -18,6 +18,28 @@
 #define MMSB_HD __host__ __device__ __forceinline__
 #else
 #define MMSB_HD static inline
+/* The fields of one encoded delta's header (docs/format.md). */
+typedef struct mmsb_dhdr {
+  uint8_t op, type, form;
+  uint64_t page;
+  uint32_t nruns, body;
+} mmsb_dhdr;
+
+MMSB_HD void mmsb_dhdr_read(const uint8_t *d, mmsb_dhdr *h) {
+  h->op = d[4];
+  h->type = d[5];
+  h->form = d[6];
+  memcpy(&h->page, d + 8, 8);
+  memcpy(&h->nruns, d + 16, 4);
+  memcpy(&h->body, d + 20, 4);
+}
+
+/* Bytes of page `page` in a region of `size` bytes (the last may be short). */
+MMSB_HD uint32_t mmsb_page_len(size_t size, uint64_t page) {
+  size_t left = size - (size_t)page * 4096;
+  return left < 4096 ? (uint32_t)left : 4096u;
+}
+
 #endif
 
 /* dst[i] op= src[i] for one element of `type` (enum mmsb_type). */
