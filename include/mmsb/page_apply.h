@@ -18,6 +18,8 @@
 #define MMSB_HD __host__ __device__ __forceinline__
 #else
 #define MMSB_HD static inline
+#endif
+
 /* The fields of one encoded delta's header (docs/format.md). */
 typedef struct mmsb_dhdr {
   uint8_t op, type, form;
@@ -39,8 +41,6 @@ MMSB_HD uint32_t mmsb_page_len(size_t size, uint64_t page) {
   size_t left = size - (size_t)page * 4096;
   return left < 4096 ? (uint32_t)left : 4096u;
 }
-
-#endif
 
 /* dst[i] op= src[i] for one element of `type` (enum mmsb_type). */
 MMSB_HD void mmsb_acc_elem(uint8_t *dst, const uint8_t *src, int op, int type) {
