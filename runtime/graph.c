@@ -47,6 +47,7 @@ typedef struct mmsb_graph {
   unsigned n, cap, next_id;
   unsigned sink_id;
   unsigned visit;            /* cycle search stamp */
+  bool changed;              /* since the last GRAPH record */
   mmsb_nameidx names;        /* nodes by name */
   mmsb_node **heap;          /* this epoch's work list */
   unsigned nheap, capheap;
@@ -303,6 +304,7 @@ static int add_node(mmsb_bus *bus, const char *name, mmsb_node **out, mmsb_node 
     return MMSB_ENOMEM;
   }
   g->nodes[g->n++] = n;
+  g->changed = true;
   *made = n;
   return MMSB_OK;
 }
@@ -339,6 +341,7 @@ int mmsb_node_input(mmsb_node *n, mmsb_region *r) {
   r->consumers[r->nconsumers++] = n;
   n->in[n->nin++] = r;
   n->fresh = true;
+  g->changed = true;
   if (p) raise_height(n, p->height + 1);
   return MMSB_OK;
 }
@@ -362,6 +365,7 @@ int mmsb_node_output(mmsb_node *n, mmsb_region *r, int detect) {
   n->out[n->nout] = r;
   n->detect[n->nout++] = detect;
   n->fresh = true;
+  g->changed = true;
   return MMSB_OK;
 }
 
@@ -375,6 +379,7 @@ int mmsb_node_remove(mmsb_node *n) {
       break;
     }
   mmsb_nameidx_remove(&g->names, n);
+  g->changed = true;
   for (int k = 0; k < n->nout; k++) n->out[k]->producer = NULL;
   for (int j = 0; j < n->nin; j++) {
     mmsb_region *r = n->in[j];
@@ -492,4 +497,39 @@ void mmsb_graph_free(mmsb_bus *bus) {
   mmsb_nameidx_free(&g->names);
   free(g);
   bus->graph = NULL;
+}
+
+static int put(mmsb_buf *o, const void *p, size_t n) {
+  int rc = mmsb_buf_reserve(o, n);
+  if (!rc) {
+    memcpy(o->p + o->len, p, n);
+    o->len += n;
+  }
+  return rc;
+}
+
+/* The log keeps the graph (GRAPH records), so that a derived delta can be
+ * attributed to the node producing its region, and `mmsb graph` can draw
+ * the graph without the program. */
+int mmsb_graph_serialize(mmsb_bus *bus, mmsb_buf *o) {
+  mmsb_graph *g = bus->graph;
+  if (!g || !g->changed) return 0;
+  o->len = 0;
+  uint32_t n = g->n;
+  int rc = put(o, &n, 4);
+  for (unsigned i = 0; !rc && i < g->n; i++) {
+    mmsb_node *x = g->nodes[i];
+    uint16_t nl = (uint16_t)strlen(x->name);
+    uint32_t k = (uint32_t)x->nin;
+    rc = put(o, &nl, 2);
+    if (!rc) rc = put(o, x->name, nl);
+    if (!rc) rc = put(o, &k, 4);
+    for (int j = 0; !rc && j < x->nin; j++) rc = put(o, &x->in[j]->id, 4);
+    k = (uint32_t)x->nout;
+    if (!rc) rc = put(o, &k, 4);
+    for (int j = 0; !rc && j < x->nout; j++) rc = put(o, &x->out[j]->id, 4);
+  }
+  if (rc) return rc;
+  g->changed = false;
+  return 1;
 }

@@ -152,6 +152,10 @@ struct mmsb_bus {
   mmsb_batch *cur_batch;     /* during propagation: the epoch being built */
 };
 
+/* The graph as a GRAPH record payload, if it changed since the last call
+ * (returns 1; 0 when unchanged). */
+int mmsb_graph_serialize(mmsb_bus *bus, mmsb_buf *out);
+
 /* ---- delta.c / batch.c ---- */
 int mmsb_batch_begin(mmsb_batch *b, mmsb_epoch_t epoch);
 /* Appends one encoded delta (header + body); keeps the index. */

@@ -110,7 +110,7 @@ static uint64_t record_at(const mapped *m, size_t off, int *type, mmsb_epoch_t *
   memcpy(epoch, h + 8, 8);
   memcpy(&len, h + 16, 8);
   memcpy(&sum, h + 24, 8);
-  if (magic != MMSB_REC_MAGIC || z != 0 || (t != MMSB_REC_REGION && t != MMSB_REC_EPOCH))
+  if (magic != MMSB_REC_MAGIC || z != 0 || t < MMSB_REC_REGION || t > MMSB_REC_GRAPH)
     return 0;
   if (len > m->len - off - MMSB_REC_HDR) return 0;
   XXH3_state_t st;
@@ -229,7 +229,9 @@ static int read_segment(rstate *s, const char *name, const mapped *m, size_t *ba
     const uint8_t *pl;
     uint64_t plen, n = record_at(m, off, &t, &e, &pl, &plen);
     if (!n) break;
-    int rc = t == MMSB_REC_REGION ? apply_region(s, pl, plen) : apply_epoch(s, e, pl, plen);
+    int rc = t == MMSB_REC_REGION  ? apply_region(s, pl, plen)
+             : t == MMSB_REC_EPOCH ? apply_epoch(s, e, pl, plen)
+                                   : MMSB_OK; /* GRAPH: for tools; replay needs no code */
     if (rc) return mmsb_fail(rc, "%s offset %zu: %s", name, off, mmsb_last_error());
     s->rec->records++;
     off += n;

@@ -137,7 +137,15 @@ static int log_sink(void *ctx, mmsb_bus *bus, const mmsb_batch *b) {
     if (!rc) rc = open_segment(lg, e, true);
     if (rc) return rc;
   }
-  int rc = mmsb_digest_compute(bus, b, &lg->dd);
+  int rc = mmsb_graph_serialize(bus, &lg->graph);
+  if (rc == 1) { /* the graph changed: its record precedes the epoch's */
+    struct iovec gp[1] = {{lg->graph.p, lg->graph.len}};
+    pthread_mutex_lock(&lg->mu);
+    rc = append(lg, MMSB_REC_GRAPH, e, gp, 1);
+    pthread_mutex_unlock(&lg->mu);
+  }
+  if (rc) return rc;
+  rc = mmsb_digest_compute(bus, b, &lg->dd);
   if (rc) return rc;
   size_t blen;
   const uint8_t *bytes = mmsb_batch_bytes(b, &blen);
@@ -234,6 +242,7 @@ int mmsb_bus_detach_log(mmsb_bus *bus) {
   if (lg->dirfd >= 0) close(lg->dirfd);
   lg->fd = lg->dirfd = -1;
   mmsb_digest_free(&lg->dd);
+  mmsb_buf_free(&lg->graph);
   pthread_mutex_destroy(&lg->mu);
   pthread_cond_destroy(&lg->cv);
   free(lg);

@@ -17,6 +17,7 @@ typedef struct mmsb_tlog {
   bool thread_on, stop;
   mmsb_recovery rec;
   mmsb_digest_delta dd;
+  mmsb_buf graph;            /* GRAPH record payload */
   uint64_t bytes_appended;
 } mmsb_tlog;
 

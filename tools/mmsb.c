@@ -6,6 +6,7 @@
  *   mmsb verify DIR                   replay everything, check every digest
  *   mmsb export DIR --region NAME [--epoch E] [-o FILE]
  *   mmsb diff DIR E1 E2 [--json]      byte ranges that differ between epochs
+ *   mmsb graph DIR                    the propagation graph, as Graphviz DOT
  *
  * Exit status: 0 success, 1 a check failed, 2 bad usage.
  */
@@ -22,6 +23,7 @@ static int usage(FILE *f, int code) {
         "       mmsb verify DIR\n"
         "       mmsb export DIR --region NAME [--epoch E] [-o FILE]\n"
         "       mmsb diff DIR E1 E2 [--json]\n"
+        "       mmsb graph DIR\n"
         "Reads an MMSB log directory. Exit status: 0 ok, 1 check failed, 2 usage.\n", f);
   return code;
 }
@@ -57,6 +59,16 @@ static int print_record(void *c, const char *seg, size_t off, int type, mmsb_epo
     snprintf(s->bad_at, sizeof s->bad_at, "%s offset %zu", seg, off);
     if (s->json) printf("%s\n  {\"bad_record\": \"%s\", \"offset\": %zu}", s->n++ ? "," : "", seg, off);
     else printf("%-30s %10zu  BAD RECORD (torn or corrupt from here)\n", seg, off);
+    return 0;
+  }
+  if (type == MMSB_REC_GRAPH) {
+    uint32_t n = 0;
+    if (len >= 4) memcpy(&n, p, 4);
+    if (s->json)
+      printf("%s\n  {\"type\": \"graph\", \"segment\": \"%s\", \"offset\": %zu, \"epoch\": %llu, "
+             "\"nodes\": %u}", s->n++ ? "," : "", seg, off, (unsigned long long)e, n);
+    else
+      printf("%-30s %10zu  graph from epoch %llu: %u nodes\n", seg, off, (unsigned long long)e, n);
     return 0;
   }
   if (type == MMSB_REC_REGION && len >= 18) {
@@ -112,7 +124,7 @@ static int count_record(void *c, const char *seg, size_t off, int type, mmsb_epo
     snprintf(s->bad_at, sizeof s->bad_at, "%s offset %zu", seg, off);
   } else if (type == MMSB_REC_REGION) {
     s->regions++;
-  } else {
+  } else if (type == MMSB_REC_EPOCH) {
     if (!s->epochs++) s->first = e;
     s->last = e;
   }
@@ -251,6 +263,78 @@ static int cmd_diff(const char *dir, mmsb_epoch_t e1, mmsb_epoch_t e2, int json)
   return 0;
 }
 
+/* ---- graph: the last GRAPH record, region names from REGION records ---- */
+typedef struct graph_ctx {
+  char names[4096][64]; /* region id -> name (ids past 4095 print as ids) */
+  uint8_t *graph;
+  uint64_t len;
+} graph_ctx;
+
+static int graph_record(void *c, const char *seg, size_t off, int type, mmsb_epoch_t e,
+                        const uint8_t *p, uint64_t len) {
+  (void)seg; (void)off; (void)e;
+  graph_ctx *g = c;
+  if (type == MMSB_REC_REGION && len >= 18) {
+    uint32_t id;
+    uint16_t nl;
+    memcpy(&id, p, 4);
+    memcpy(&nl, p + 16, 2);
+    if (id < 4096 && nl <= len - 18) snprintf(g->names[id], 64, "%.*s", (int)nl, (const char *)p + 18);
+  } else if (type == MMSB_REC_GRAPH) {
+    free(g->graph);
+    g->graph = malloc(len ? len : 1);
+    if (g->graph) memcpy(g->graph, p, len);
+    g->len = g->graph ? len : 0;
+  }
+  return 0;
+}
+
+static const char *rname(graph_ctx *g, uint32_t id, char *buf) {
+  if (id < 4096 && g->names[id][0]) return g->names[id];
+  snprintf(buf, 16, "#%u", id);
+  return buf;
+}
+
+/* Reads u32 at *at of p[len]; false past the end. */
+static bool rd32(const uint8_t *p, uint64_t len, uint64_t *at, uint32_t *v) {
+  if (len - *at < 4 || *at > len) return false;
+  memcpy(v, p + *at, 4);
+  *at += 4;
+  return true;
+}
+
+static int cmd_graph(const char *dir) {
+  static graph_ctx g;
+  if (mmsb_log_scan(dir, graph_record, &g)) return fail(dir);
+  printf("digraph mmsb {\n  rankdir=LR;\n");
+  uint64_t at = 0;
+  uint32_t n = 0, k, id;
+  char b1[16];
+  bool ok = !g.graph || rd32(g.graph, g.len, &at, &n);
+  for (uint32_t i = 0; ok && i < n; i++) {
+    uint16_t nl;
+    if (g.len - at < 2) { ok = false; break; }
+    memcpy(&nl, g.graph + at, 2);
+    at += 2;
+    if (g.len - at < nl) { ok = false; break; }
+    printf("  \"n:%.*s\" [shape=ellipse];\n", (int)nl, (const char *)g.graph + at);
+    const char *name = (const char *)g.graph + at;
+    at += nl;
+    ok = rd32(g.graph, g.len, &at, &k);
+    for (uint32_t j = 0; ok && j < k; j++)
+      if ((ok = rd32(g.graph, g.len, &at, &id)))
+        printf("  \"r:%s\" -> \"n:%.*s\";\n", rname(&g, id, b1), (int)nl, name);
+    ok = ok && rd32(g.graph, g.len, &at, &k);
+    for (uint32_t j = 0; ok && j < k; j++)
+      if ((ok = rd32(g.graph, g.len, &at, &id)))
+        printf("  \"n:%.*s\" -> \"r:%s\" [style=bold];\n", (int)nl, name, rname(&g, id, b1));
+  }
+  printf("}\n");
+  free(g.graph);
+  if (!ok) fprintf(stderr, "mmsb: %s: malformed graph record\n", dir);
+  return ok ? 0 : 1;
+}
+
 static int parse_epoch(const char *s, mmsb_epoch_t *e) {
   char *end;
   unsigned long long v = strtoull(s, &end, 10);
@@ -283,6 +367,7 @@ int main(int argc, char **argv) {
   if (!strcmp(cmd, "info") && npos == 1) return cmd_info(dir, json);
   if (!strcmp(cmd, "log") && npos == 1) return cmd_log(dir, json);
   if (!strcmp(cmd, "verify") && npos == 1) return cmd_verify(dir);
+  if (!strcmp(cmd, "graph") && npos == 1) return cmd_graph(dir);
   if (!strcmp(cmd, "export") && npos == 1 && region) return cmd_export(dir, region, epoch, out);
   if (!strcmp(cmd, "diff") && npos == 3) {
     mmsb_epoch_t a, b;

@@ -32,6 +32,10 @@
 #define MMSB_REC_REGION 1    /* id u32, flags u32, size u64, name_len u16,
                                 name, [image of size bytes if flags & 1] */
 #define MMSB_REC_EPOCH 2     /* digest u64, batch */
+#define MMSB_REC_GRAPH 3     /* the propagation graph from this epoch on:
+                                nnodes u32, then per node name_len u16, name,
+                                nin u32, in ids u32[nin], nout u32,
+                                out ids u32[nout] */
 #define MMSB_REC_MAX_PAYLOAD ((uint64_t)1 << 40)
 /* Checkpoint file; the last 8 bytes are XXH3-64 of everything before. */
 #define MMSB_CKPT_MAGIC "MMSBCKP1"
