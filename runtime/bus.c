@@ -32,10 +32,12 @@ void mmsb_config_init(mmsb_config *c) {
   c->sync = MMSB_SYNC_COMMIT;
   c->group_ms = 10;
   c->device = -1;
+  c->threads = 1;
   const char *v;
   if ((v = getenv("MMSB_DIR")) && *v) c->dir = v;
   if ((v = getenv("MMSB_SYNC")) && *v) parse_sync(c, v);
   if ((v = getenv("MMSB_DEVICE")) && *v) c->device = atoi(v);
+  if ((v = getenv("MMSB_THREADS")) && *v) c->threads = atoi(v) > 0 ? atoi(v) : 1;
   if ((v = getenv("MMSB_TRACE")) && *v) c->trace = v;
   c->verify = env_flag("MMSB_VERIFY");
   c->stats = env_flag("MMSB_STATS");
@@ -118,6 +120,7 @@ int mmsb_bus_close(mmsb_bus *bus) {
     return mmsb_fail(MMSB_EBUSY, "the default bus lives as long as the process");
   int rc = mmsb_bus_detach_log(bus);
   if (bus->cfg.stats) print_stats(bus);
+  mmsb_mirrors_free(bus);
   for (uint32_t i = 0; i < bus->nregions; i++)
     if (bus->regions[i]) mmsb_region_release(bus->regions[i]);
   free(bus->regions);

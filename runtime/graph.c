@@ -27,6 +27,7 @@ struct mmsb_node {
   unsigned id;
   mmsb_node_fn fn;           /* callback form */
   void *ctx;
+  void (*free_ctx)(void *);  /* set for contexts the runtime made (GPU nodes) */
   void (*ffn)(void);         /* libffi form */
   ffi_cif cif;
   ffi_type *types[MAX_EDGES];
@@ -36,7 +37,7 @@ struct mmsb_node {
   int detect[MAX_EDGES];
   int nin, nout, height;
   bool fresh;                /* new or rewired: runs at the next commit */
-  uint64_t queued;           /* the epoch it was last queued in */
+  uint64_t queued;           /* the round it was last queued in */
   unsigned visited;          /* cycle search stamp */
   struct mmsb_node *parent;  /* cycle search path */
   uint8_t *snap[MAX_EDGES];  /* DIFF: outputs before the run */
@@ -50,6 +51,10 @@ typedef struct mmsb_graph {
   bool changed;              /* since the last GRAPH record */
   mmsb_nameidx names;        /* nodes by name */
   mmsb_node **heap;          /* this epoch's work list */
+  mmsb_node **level;         /* the nodes of one height, being run */
+  int *ok;                   /* their status: 0 ran, else failed */
+  uint64_t round;            /* propagation rounds, for queue stamps */
+  size_t caplevel;
   unsigned nheap, capheap;
 } mmsb_graph;
 
@@ -124,8 +129,8 @@ static bool before(const mmsb_node *a, const mmsb_node *b) {
   return a->height != b->height ? a->height < b->height : a->id < b->id;
 }
 
-static int heap_push(mmsb_graph *g, mmsb_node *n, uint64_t epoch) {
-  if (n->queued == epoch) return MMSB_OK; /* at most once per epoch */
+static int heap_push(mmsb_graph *g, mmsb_node *n, uint64_t round) {
+  if (n->queued == round) return MMSB_OK; /* at most once per round */
   if (g->nheap == g->capheap) {
     unsigned cap = g->capheap ? g->capheap * 2 : 64;
     mmsb_node **h = realloc(g->heap, cap * sizeof *h);
@@ -133,7 +138,7 @@ static int heap_push(mmsb_graph *g, mmsb_node *n, uint64_t epoch) {
     g->heap = h;
     g->capheap = cap;
   }
-  n->queued = epoch;
+  n->queued = round;
   unsigned i = g->nheap++;
   while (i && before(n, g->heap[(i - 1) / 2])) {
     g->heap[i] = g->heap[(i - 1) / 2];
@@ -158,9 +163,9 @@ static mmsb_node *heap_pop(mmsb_graph *g) {
   return top;
 }
 
-static int push_consumers(mmsb_graph *g, mmsb_region *r, uint64_t epoch) {
+static int push_consumers(mmsb_graph *g, mmsb_region *r, uint64_t round) {
   for (unsigned i = 0; i < r->nconsumers; i++) {
-    int rc = heap_push(g, r->consumers[i], epoch);
+    int rc = heap_push(g, r->consumers[i], round);
     if (rc) return rc;
   }
   return MMSB_OK;
@@ -215,11 +220,72 @@ static int collect_outputs(mmsb_graph *g, mmsb_node *n, mmsb_batch *b, size_t *n
     if (rc) return rc;
     if (b->count > before) {
       before = b->count;
-      if ((rc = push_consumers(g, r, mmsb_batch_epoch(b)))) return rc;
+      if ((rc = push_consumers(g, r, g->round))) return rc;
       (*ndeltas)++;
     }
   }
   return MMSB_OK;
+}
+
+static int level_push(mmsb_graph *g, mmsb_node *n, size_t at) {
+  if (at == g->caplevel) {
+    size_t cap = g->caplevel ? g->caplevel * 2 : 64;
+    mmsb_node **t = realloc(g->level, cap * sizeof *t);
+    if (!t) return mmsb_fail(MMSB_ENOMEM, "propagation level");
+    g->level = t;
+    g->caplevel = cap;
+  }
+  g->level[at] = n;
+  return MMSB_OK;
+}
+
+/* Takes a diff copy of the node's outputs, then runs it; 0 or its failure. */
+static int prepare_and_run(mmsb_node *n) {
+  for (int k = 0; k < n->nout; k++)
+    if (n->detect[k] == MMSB_DETECT_DIFF) {
+      if (!n->snap[k] && !(n->snap[k] = malloc(n->out[k]->size))) return -1;
+      memcpy(n->snap[k], n->out[k]->data, n->out[k]->size);
+    }
+  n->fresh = false;
+  return run_node(n) != 0 ? 1 : 0;
+}
+
+typedef struct level_job {
+  mmsb_node **nodes;
+  int *status;
+  size_t n;
+  _Atomic size_t next;
+} level_job;
+
+static void *level_worker(void *arg) {
+  level_job *j = arg;
+  for (size_t i; (i = atomic_fetch_add(&j->next, 1)) < j->n;)
+    j->status[i] = prepare_and_run(j->nodes[i]);
+  return NULL;
+}
+
+/* Runs one height's nodes, on up to `threads` threads; the first failure in
+ * id order is the one reported. */
+static int run_level(mmsb_graph *g, mmsb_node **nodes, size_t n, int threads, uint64_t epoch) {
+  int *status = realloc(g->ok, n * sizeof *status);
+  if (!status) return mmsb_fail(MMSB_ENOMEM, "propagation");
+  g->ok = status;
+  memset(status, 0, n * sizeof *status);
+  level_job j = {nodes, status, n, 0};
+  pthread_t t[64];
+  int nt = threads > 64 ? 64 : threads;
+  if ((size_t)nt > n) nt = (int)n;
+  int started = 0;
+  for (int i = 1; i < nt; i++)
+    if (pthread_create(&t[started], NULL, level_worker, &j) == 0) started++;
+  level_worker(&j);
+  for (int i = 0; i < started; i++) pthread_join(t[i], NULL);
+  int rc = MMSB_OK;
+  for (size_t i = 0; i < n && !rc; i++)
+    if (status[i] < 0) rc = mmsb_fail(MMSB_ENOMEM, "node '%s': diff copy", nodes[i]->name);
+    else if (status[i]) rc = mmsb_fail(MMSB_ENODE, "node '%s' failed in epoch %llu",
+                                       nodes[i]->name, (unsigned long long)epoch);
+  return rc;
 }
 
 /* The propagation stage: the consumers of every region the batch changed,
@@ -230,6 +296,9 @@ static int propagate(void *ctx, mmsb_bus *bus, const mmsb_batch *cb) {
   mmsb_batch *b = (mmsb_batch *)cb; /* the commit's own batch: derived deltas join it */
   if (g->n == 0) return MMSB_OK;
   uint64_t epoch = mmsb_batch_epoch(b);
+  /* Queue stamps count propagation rounds, not epochs: a failed commit
+   * reuses its epoch number. */
+  uint64_t round = ++g->round;
   g->nheap = 0;
   bus->cur_batch = b;
   uint32_t last = 0;
@@ -239,26 +308,34 @@ static int propagate(void *ctx, mmsb_bus *bus, const mmsb_batch *cb) {
     memcpy(&id, b->bytes.p + b->index[i], 4);
     mmsb_region *r = id == last ? NULL : mmsb_region_by_id(bus, id);
     last = id;
-    if (r) rc = push_consumers(g, r, epoch);
+    if (r) rc = push_consumers(g, r, round);
   }
   for (unsigned i = 0; i < g->n && !rc; i++)
-    if (g->nodes[i]->fresh) rc = heap_push(g, g->nodes[i], epoch);
+    if (g->nodes[i]->fresh) rc = heap_push(g, g->nodes[i], round);
   size_t derived = 0;
+  int threads = bus->cfg.threads > 1 ? bus->cfg.threads : 1;
   while (!rc && g->nheap) {
-    mmsb_node *n = heap_pop(g);
-    n->fresh = false;
-    for (int k = 0; k < n->nout; k++)
-      if (n->detect[k] == MMSB_DETECT_DIFF) {
-        if (!n->snap[k] && !(n->snap[k] = malloc(n->out[k]->size)))
-          return mmsb_fail(MMSB_ENOMEM, "node '%s': diff copy", n->name);
-        memcpy(n->snap[k], n->out[k]->data, n->out[k]->size);
-      }
-    if (run_node(n) != 0)
-      return mmsb_fail(MMSB_ENODE, "node '%s' failed in epoch %llu", n->name,
-                       (unsigned long long)epoch);
-    size_t nd;
-    rc = collect_outputs(g, n, b, &nd);
-    derived += nd;
+    /* One height at a time: its nodes are independent (a consumer is always
+     * higher than its producers), so they may run in parallel; their
+     * outputs are then collected one by one in id order, so the batch is
+     * the same whatever the number of threads. */
+    int h = g->heap[0]->height;
+    size_t nl = 0;
+    while (g->nheap && g->heap[0]->height == h) {
+      mmsb_node *n = heap_pop(g);
+      if ((rc = level_push(g, n, nl++))) return rc;
+    }
+    /* Outputs of the nodes that ran are collected even if another node of
+     * the level failed: the failed commit then puts their marks back, and
+     * the next commit carries what they changed. */
+    int failed = run_level(g, g->level, nl, threads, epoch);
+    for (size_t i = 0; i < nl && !rc; i++) {
+      if (g->ok[i]) continue;
+      size_t nd;
+      rc = collect_outputs(g, g->level[i], b, &nd);
+      derived += nd;
+    }
+    if (failed) return failed;
   }
   if (!rc && derived) {
     mmsb_batch_finish(b);
@@ -391,9 +468,12 @@ int mmsb_node_remove(mmsb_node *n) {
   }
   pthread_mutex_unlock(&n->bus->lock);
   for (int k = 0; k < n->nout; k++) free(n->snap[k]);
+  if (n->free_ctx) n->free_ctx(n->ctx);
   free(n);
   return MMSB_OK;
 }
+
+void mmsb_node_own_ctx(mmsb_node *n, void (*free_ctx)(void *)) { n->free_ctx = free_ctx; }
 
 static ffi_type *ffi_of(int kind) {
   switch (kind) {
@@ -490,10 +570,13 @@ void mmsb_graph_free(mmsb_bus *bus) {
   if (!g) return;
   for (unsigned i = 0; i < g->n; i++) {
     for (int k = 0; k < g->nodes[i]->nout; k++) free(g->nodes[i]->snap[k]);
+    if (g->nodes[i]->free_ctx) g->nodes[i]->free_ctx(g->nodes[i]->ctx);
     free(g->nodes[i]);
   }
   free(g->nodes);
   free(g->heap);
+  free(g->level);
+  free(g->ok);
   mmsb_nameidx_free(&g->names);
   free(g);
   bus->graph = NULL;

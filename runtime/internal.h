@@ -103,6 +103,10 @@ int mmsb_router_add(mmsb_bus *bus, int stage, mmsb_sink_fn fn, void *ctx,
 int mmsb_router_remove(mmsb_bus *bus, unsigned id);
 void mmsb_router_free(mmsb_bus *bus);
 void mmsb_graph_free(mmsb_bus *bus);
+/* The node frees its context with free_ctx when it goes. */
+void mmsb_node_own_ctx(mmsb_node *n, void (*free_ctx)(void *));
+/* Destroys the mirrors the program left when the bus closes (mirror.c). */
+void mmsb_mirrors_free(mmsb_bus *bus);
 
 /* A queued accumulating delta (mmsb_accumulate). */
 typedef struct mmsb_accum {
@@ -150,6 +154,8 @@ struct mmsb_bus {
   mmsb_epoch_t replay_stop; /* a replay view's epoch (0: the last) */
   struct mmsb_graph *graph;  /* propagation nodes (graph.c) */
   mmsb_batch *cur_batch;     /* during propagation: the epoch being built */
+  struct mmsb_mirror **mirrors; /* live mirrors (mirror.c) */
+  unsigned nmirrors, cap_mirrors;
 };
 
 /* The graph as a GRAPH record payload, if it changed since the last call

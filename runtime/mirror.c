@@ -106,7 +106,14 @@ int mmsb_mirror_create(mmsb_region *r, int device, mmsb_mirror **out) {
   if (!rc) rc = m->ops->alloc(r->size, &m->dptr);
   pthread_mutex_lock(&bus->lock);
   if (!rc) rc = m->ops->upload(m->stream, m->dptr, r->data, r->size);
+  if (!rc && bus->nmirrors == bus->cap_mirrors) {
+    unsigned cap = bus->cap_mirrors ? bus->cap_mirrors * 2 : 8;
+    mmsb_mirror **t = realloc(bus->mirrors, cap * sizeof *t);
+    if (t) { bus->mirrors = t; bus->cap_mirrors = cap; }
+    else rc = mmsb_fail(MMSB_ENOMEM, "mirror table");
+  }
   if (!rc) rc = mmsb_router_add(bus, MMSB_STAGE_MIRROR, mirror_sink, m, &m->sink_id);
+  if (!rc) bus->mirrors[bus->nmirrors++] = m;
   m->applied = atomic_load(&bus->epoch);
   pthread_mutex_unlock(&bus->lock);
   if (rc) {
@@ -137,9 +144,15 @@ int mmsb_mirror_download(mmsb_mirror *m, void *dst) {
 
 int mmsb_mirror_destroy(mmsb_mirror *m) {
   if (!m) return mmsb_fail(MMSB_EINVAL, "mirror is NULL");
-  pthread_mutex_lock(&m->bus->lock);
-  mmsb_router_remove(m->bus, m->sink_id);
-  pthread_mutex_unlock(&m->bus->lock);
+  mmsb_bus *bus = m->bus;
+  pthread_mutex_lock(&bus->lock);
+  mmsb_router_remove(bus, m->sink_id);
+  for (unsigned i = 0; i < bus->nmirrors; i++)
+    if (bus->mirrors[i] == m) {
+      bus->mirrors[i] = bus->mirrors[--bus->nmirrors];
+      break;
+    }
+  pthread_mutex_unlock(&bus->lock);
   m->ops->wait(m->stream, m->applied);
   m->ops->free(m->dptr);
   if (m->dprev) m->ops->free(m->dprev);
@@ -205,10 +218,12 @@ int mmsb_gpu_node_create(mmsb_bus *bus, const char *name, mmsb_gpu_launch_fn lau
   if (!bus || !launch || nin < 0 || nout < 1 || nin > MAX_IO || nout > MAX_IO ||
       (nin && !in) || !out || !node)
     return mmsb_fail(MMSB_EINVAL, "GPU node '%s': bad arguments", name ? name : "?");
+  *node = NULL;
   gpu_node *g = calloc(1, sizeof *g);
   if (!g) return mmsb_fail(MMSB_ENOMEM, "GPU node");
   *g = (gpu_node){bus, launch, ctx, {0}, {0}, nin, nout};
   int rc = mmsb_node_create(bus, name, gpu_run, g, node);
+  if (!rc) mmsb_node_own_ctx(*node, free);
   for (int i = 0; !rc && i < nin; i++) {
     g->in[i] = in[i];
     rc = in[i] && in[i]->bus == bus ? mmsb_node_input(*node, in[i]->r)
@@ -225,9 +240,16 @@ int mmsb_gpu_node_create(mmsb_bus *bus, const char *name, mmsb_gpu_launch_fn lau
     }
   }
   if (rc) {
-    if (*node) mmsb_node_remove(*node);
+    if (*node) mmsb_node_remove(*node); /* frees g with it */
+    else free(g);
     *node = NULL;
-    free(g); /* the node's ctx; a removed node no longer refers to it */
   }
   return rc;
+}
+
+void mmsb_mirrors_free(mmsb_bus *bus) {
+  while (bus->nmirrors) mmsb_mirror_destroy(bus->mirrors[bus->nmirrors - 1]);
+  free(bus->mirrors);
+  bus->mirrors = NULL;
+  bus->cap_mirrors = 0;
 }

@@ -88,6 +88,8 @@ typedef struct mmsb_config {
                              corrupt in the middle (MMSB_SALVAGE=1) */
   uint64_t segment_bytes; /* start a new log segment past this size */
   int compress;           /* zstd checkpoints (MMSB_COMPRESS=1) */
+  int threads;            /* propagation: independent nodes of one height run
+                             on up to this many threads (MMSB_THREADS; 1) */
 } mmsb_config;
 
 /* Fills defaults, then applies the MMSB_* environment variables. */
