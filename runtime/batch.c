@@ -88,10 +88,10 @@ void mmsb_batch_reset(mmsb_batch *b) {
   b->count = b->index_cap = 0;
 }
 
-int mmsb_batch_decode(const void *bytes, size_t len, mmsb_batch **out) {
-  if (!bytes || !out) return mmsb_fail(MMSB_EINVAL, "NULL argument");
-  *out = NULL;
-  const uint8_t *p = bytes;
+/* Checks b's bytes (header, every delta, order) and builds its index. */
+static int validate(mmsb_batch *b) {
+  const uint8_t *p = b->bytes.p;
+  size_t len = b->bytes.len;
   if (len < MMSB_BATCH_HDR) return mmsb_fail(MMSB_ECORRUPT, "batch shorter than its header");
   uint32_t magic, n, flags;
   uint16_t ver, hs;
@@ -107,41 +107,59 @@ int mmsb_batch_decode(const void *bytes, size_t len, mmsb_batch **out) {
   if (hs != MMSB_BATCH_HDR || flags != 0) return mmsb_fail(MMSB_ECORRUPT, "bad batch header");
   if (n > (len - MMSB_BATCH_HDR) / MMSB_DELTA_HDR)
     return mmsb_fail(MMSB_ECORRUPT, "batch claims %u deltas in %zu bytes", n, len);
-  mmsb_batch *b = calloc(1, sizeof *b);
-  if (!b) return mmsb_fail(MMSB_ENOMEM, "batch");
-  b->owned = true;
-  int rc = mmsb_buf_reserve(&b->bytes, len);
-  if (rc) goto fail;
-  memcpy(b->bytes.p, p, len);
-  b->bytes.len = len;
   size_t pos = MMSB_BATCH_HDR;
   uint32_t prev_region = 0;
   uint64_t prev_page = 0;
+  int rc;
   for (uint32_t i = 0; i < n; i++) {
     mmsb_delta d;
-    if ((rc = mmsb_delta_view(b->bytes.p + pos, len - pos, &d))) {
-      mmsb_fail(rc, "delta %u at byte %zu: %s", i, pos, mmsb_last_error());
-      goto fail;
-    }
-    if (i && (d.region_id < prev_region ||
-              (d.region_id == prev_region && d.page < prev_page))) {
-      rc = mmsb_fail(MMSB_ECORRUPT, "delta %u out of (region, page) order", i);
-      goto fail;
-    }
+    if ((rc = mmsb_delta_view(p + pos, len - pos, &d)))
+      return mmsb_fail(rc, "delta %u at byte %zu: %s", i, pos, mmsb_last_error());
+    if (i && (d.region_id < prev_region || (d.region_id == prev_region && d.page < prev_page)))
+      return mmsb_fail(MMSB_ECORRUPT, "delta %u out of (region, page) order", i);
     prev_region = d.region_id;
     prev_page = d.page;
-    if ((rc = index_push(b, pos))) goto fail;
+    if ((rc = index_push(b, pos))) return rc;
     pos += MMSB_DELTA_HDR + d.body_len;
   }
-  if (pos != len) {
-    rc = mmsb_fail(MMSB_ECORRUPT, "batch has %zu trailing bytes", len - pos);
-    goto fail;
+  if (pos != len) return mmsb_fail(MMSB_ECORRUPT, "batch has %zu trailing bytes", len - pos);
+  return MMSB_OK;
+}
+
+int mmsb_batch_decode(const void *bytes, size_t len, mmsb_batch **out) {
+  if (!bytes || !out) return mmsb_fail(MMSB_EINVAL, "NULL argument");
+  *out = NULL;
+  mmsb_batch *b = calloc(1, sizeof *b);
+  if (!b) return mmsb_fail(MMSB_ENOMEM, "batch");
+  b->owned = true;
+  int rc = mmsb_buf_reserve(&b->bytes, len ? len : 1);
+  if (!rc) {
+    memcpy(b->bytes.p, bytes, len);
+    b->bytes.len = len;
+    rc = validate(b);
+  }
+  if (rc) {
+    mmsb_batch_free(b);
+    return rc;
   }
   *out = b;
   return MMSB_OK;
-fail:
-  mmsb_batch_free(b);
+}
+
+/* Validates bytes in place (no copy): b refers to them until
+ * mmsb_batch_view_free.  Replay reads the mapped log this way. */
+int mmsb_batch_view(const void *bytes, size_t len, mmsb_batch *b) {
+  memset(b, 0, sizeof *b);
+  b->bytes.p = (uint8_t *)bytes;
+  b->bytes.len = len;
+  int rc = validate(b);
+  if (rc) mmsb_batch_view_free(b);
   return rc;
+}
+
+void mmsb_batch_view_free(mmsb_batch *b) {
+  free(b->index);
+  memset(b, 0, sizeof *b);
 }
 
 void mmsb_batch_free(mmsb_batch *b) {

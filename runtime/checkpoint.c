@@ -20,6 +20,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 #include <xxhash.h>
+#include "hash.h"
 #include <zstd.h>
 
 typedef struct ckw {
@@ -158,7 +159,7 @@ static int load_one(mmsb_bus *bus, int dirfd, const char *name, mmsb_epoch_t *ep
     goto out;
   }
   memcpy(&sum, p + len - 8, 8);
-  if (XXH3_64bits(p, len - 8) != sum) {
+  if (mmsb_xxh3(p, len - 8) != sum) {
     rc = mmsb_fail(MMSB_ECORRUPT, "%s: checksum mismatch", name);
     goto out;
   }

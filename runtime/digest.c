@@ -16,7 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
-#include <xxhash.h>
+#include "hash.h"
 
 static const uint8_t zero_page[MMSB_PAGE_SIZE];
 
@@ -36,9 +36,9 @@ uint64_t mmsb_page_contrib(const mmsb_region *r, size_t page) {
   static _Atomic uint64_t zero_full; /* H of a whole zero page; 0 until computed */
   uint64_t k = ((uint64_t)r->id << 40) ^ page;
   size_t n = page_len(r, page);
-  uint64_t z = n == MMSB_PAGE_SIZE ? zero_full : XXH3_64bits(zero_page, n);
-  if (n == MMSB_PAGE_SIZE && !z) z = zero_full = XXH3_64bits(zero_page, n);
-  return mix(XXH3_64bits(r->data + page * MMSB_PAGE_SIZE, n) ^ k) ^ mix(z ^ k);
+  uint64_t z = n == MMSB_PAGE_SIZE ? zero_full : mmsb_xxh3(zero_page, n);
+  if (n == MMSB_PAGE_SIZE && !z) z = zero_full = mmsb_xxh3(zero_page, n);
+  return mix(mmsb_xxh3(r->data + page * MMSB_PAGE_SIZE, n) ^ k) ^ mix(z ^ k);
 }
 
 /* The contribution array lives in lazily zeroed memory: a fresh region's

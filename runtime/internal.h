@@ -171,6 +171,8 @@ uint8_t *mmsb_batch_reserve(mmsb_batch *b, size_t max);
 int mmsb_batch_commit_reserved(mmsb_batch *b, size_t len);
 void mmsb_batch_finish(mmsb_batch *b);
 int mmsb_batch_sort(mmsb_batch *b);
+int mmsb_batch_view(const void *bytes, size_t len, mmsb_batch *b);
+void mmsb_batch_view_free(mmsb_batch *b);
 void mmsb_batch_delta_trusted(const mmsb_batch *b, size_t i, mmsb_delta *d);
 void mmsb_batch_reset(mmsb_batch *b);
 void mmsb_delta_write_header(uint8_t *out, uint32_t region, uint64_t page,

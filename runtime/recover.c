@@ -23,7 +23,7 @@
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
-#include <xxhash.h>
+#include "hash.h"
 
 static int by_name(const void *a, const void *b) {
   return strcmp(*(char *const *)a, *(char *const *)b);
@@ -113,11 +113,9 @@ static uint64_t record_at(const mapped *m, size_t off, int *type, mmsb_epoch_t *
   if (magic != MMSB_REC_MAGIC || z != 0 || t < MMSB_REC_REGION || t > MMSB_REC_GRAPH)
     return 0;
   if (len > m->len - off - MMSB_REC_HDR) return 0;
-  XXH3_state_t st;
-  XXH3_64bits_reset(&st);
-  XXH3_64bits_update(&st, h, 24);
-  XXH3_64bits_update(&st, h + MMSB_REC_HDR, len);
-  if (XXH3_64bits_digest(&st) != sum) return 0;
+  const void *parts[2] = {h, h + MMSB_REC_HDR};
+  size_t lens[2] = {24, (size_t)len};
+  if (mmsb_xxh3_parts(parts, lens, 2) != sum) return 0;
   *type = t;
   *payload = h + MMSB_REC_HDR;
   *plen = len;
@@ -190,8 +188,8 @@ static int apply_epoch(rstate *s, mmsb_epoch_t e, const uint8_t *p, uint64_t len
   if (len < 8) return mmsb_fail(MMSB_ECORRUPT, "short epoch record");
   uint64_t digest;
   memcpy(&digest, p, 8);
-  mmsb_batch *b;
-  int rc = mmsb_batch_decode(p + 8, len - 8, &b);
+  mmsb_batch view, *b = &view; /* in place: the mapped log is not copied */
+  int rc = mmsb_batch_view(p + 8, len - 8, b);
   if (rc) return rc;
   if (mmsb_batch_epoch(b) != e) rc = mmsb_fail(MMSB_ECORRUPT, "batch of epoch %llu in record %llu",
                                                (unsigned long long)mmsb_batch_epoch(b),
@@ -206,7 +204,7 @@ static int apply_epoch(rstate *s, mmsb_epoch_t e, const uint8_t *p, uint64_t len
     mmsb_digest_apply(&s->dd);
     atomic_store(&s->bus->epoch, e);
   }
-  mmsb_batch_free(b);
+  mmsb_batch_view_free(b);
   return rc;
 }
 

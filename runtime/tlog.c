@@ -22,7 +22,7 @@
 #include <sys/uio.h>
 #include <time.h>
 #include <unistd.h>
-#include <xxhash.h>
+#include "hash.h"
 
 static int io_status(int e) {
   return e == ENOSPC || e == EFBIG || e == EDQUOT ? MMSB_ENOSPC : MMSB_EIO;
@@ -65,11 +65,13 @@ static int append(mmsb_tlog *lg, int type, mmsb_epoch_t epoch, struct iovec *par
   memcpy(h + 6, &z, 2);
   memcpy(h + 8, &epoch, 8);
   memcpy(h + 16, &len, 8);
-  XXH3_state_t st;
-  XXH3_64bits_reset(&st);
-  XXH3_64bits_update(&st, h, 24);
-  for (int i = 0; i < nparts; i++) XXH3_64bits_update(&st, parts[i].iov_base, parts[i].iov_len);
-  uint64_t sum = XXH3_64bits_digest(&st);
+  const void *ps[8] = {h};
+  size_t ls[8] = {24};
+  for (int i = 0; i < nparts && i < 7; i++) {
+    ps[i + 1] = parts[i].iov_base;
+    ls[i + 1] = parts[i].iov_len;
+  }
+  uint64_t sum = mmsb_xxh3_parts(ps, ls, nparts + 1 > 8 ? 8 : nparts + 1);
   memcpy(h + 24, &sum, 8);
   struct iovec iov[8];
   iov[0] = (struct iovec){h, sizeof h};
