@@ -10,7 +10,7 @@
 #include "bench.h"
 #include "device.h"
 #include "mmsb/mmsb.h"
-#include "mmsb_abi.h"
+#include "fastpath.h"
 
 #include <cuda_runtime.h>
 
@@ -33,16 +33,6 @@ __global__ void write_some(uint64_t *p, const uint64_t *idx, size_t n, uint64_t 
   if (i < n) p[idx[i]] = v + i;
 }
 
-static inline void tracked_store8(uint64_t *p, uint64_t v) {
-  uintptr_t a = (uintptr_t)p;
-  if (a - __mmsb_windows[0].lo < __mmsb_windows[0].size) {
-    uint64_t *e = __mmsb_log.pos;
-    if (e == __mmsb_log.end) e = __mmsb_log_refill();
-    *e = (uint64_t)a | (uint64_t)7 << MMSB_LOG_LEN_SHIFT;
-    __mmsb_log.pos = e + 1;
-  }
-  *p = v;
-}
 
 int main(int argc, char **argv) {
   bench_out o;

@@ -17,7 +17,7 @@
  */
 #include "bench.h"
 #include "mmsb/mmsb.h"
-#include "mmsb_abi.h"
+#include "fastpath.h"
 
 #include <errno.h>
 #include <signal.h>
@@ -26,19 +26,6 @@
 
 #define GIB ((size_t)1 << 30)
 #define PAGE 4096
-
-/* The pass's inline fast path for an 8-byte store (see mmsb_abi.h). */
-static inline void tracked_store8(uint64_t *p, uint64_t v) {
-  uintptr_t a = (uintptr_t)p;
-  if (a - __mmsb_windows[0].lo < __mmsb_windows[0].size ||
-      a - __mmsb_windows[1].lo < __mmsb_windows[1].size) {
-    uint64_t *e = __mmsb_log.pos;
-    if (e == __mmsb_log.end) e = __mmsb_log_refill();
-    *e = (uint64_t)a | (uint64_t)7 << MMSB_LOG_LEN_SHIFT;
-    __mmsb_log.pos = e + 1;
-  }
-  *p = v;
-}
 
 /* ---- mprotect/SIGSEGV tracking ---- */
 static uint8_t *mp_base;

@@ -58,17 +58,10 @@ typedef struct mmsb_graph {
   unsigned nheap, capheap;
 } mmsb_graph;
 
-static mmsb_node *producer(mmsb_graph *g, const mmsb_region *r) {
-  (void)g;
-  return r->producer;
-}
-
 /* Depth-first from `from` along node -> consumers, iteratively (graphs can
  * be a million nodes deep); true if `to` is reached.  The path, to name the
  * cycle, is rebuilt from parent links into path[] (at most 64 names). */
-static bool reaches(mmsb_graph *g, mmsb_node *from, mmsb_node *to, const char **path,
-                    int depth) {
-  (void)depth;
+static bool reaches(mmsb_graph *g, mmsb_node *from, mmsb_node *to, const char **path) {
   unsigned stamp = ++g->visit;
   size_t cap = 64, n = 0;
   mmsb_node **stack = malloc(cap * sizeof *stack);
@@ -405,9 +398,9 @@ int mmsb_node_input(mmsb_node *n, mmsb_region *r) {
   if (!n || !r || r->bus != n->bus) return mmsb_fail(MMSB_EINVAL, "bad node or region");
   mmsb_graph *g = n->bus->graph;
   if (n->nin == MAX_EDGES) return mmsb_fail(MMSB_EINVAL, "node '%s': too many inputs", n->name);
-  mmsb_node *p = producer(g, r);
+  mmsb_node *p = r->producer;
   const char *path[66];
-  if (p && reaches(g, n, p, path, 0)) return cycle_error(path, n->name);
+  if (p && reaches(g, n, p, path)) return cycle_error(path, n->name);
   if (r->nconsumers == r->capconsumers) {
     unsigned cap = r->capconsumers ? r->capconsumers * 2 : 4;
     mmsb_node **c = realloc(r->consumers, cap * sizeof *c);
@@ -428,7 +421,7 @@ int mmsb_node_output(mmsb_node *n, mmsb_region *r, int detect) {
   if (detect < MMSB_DETECT_DIFF || detect > MMSB_DETECT_STORES)
     return mmsb_fail(MMSB_EINVAL, "bad detect %d", detect);
   mmsb_graph *g = n->bus->graph;
-  mmsb_node *p = producer(g, r);
+  mmsb_node *p = r->producer;
   if (p) return mmsb_fail(MMSB_EEXIST, "region '%s' is produced by node '%s' already", r->name, p->name);
   if (n->nout == MAX_EDGES) return mmsb_fail(MMSB_EINVAL, "node '%s': too many outputs", n->name);
   for (int j = 0; j < n->nin; j++)
@@ -436,7 +429,7 @@ int mmsb_node_output(mmsb_node *n, mmsb_region *r, int detect) {
                                         n->name, n->name);
   const char *path[66];
   for (unsigned i = 0; i < r->nconsumers; i++)
-    if (reaches(g, r->consumers[i], n, path, 0)) return cycle_error(path, r->consumers[i]->name);
+    if (reaches(g, r->consumers[i], n, path)) return cycle_error(path, r->consumers[i]->name);
   r->producer = n;
   for (unsigned i = 0; i < r->nconsumers; i++) raise_height(r->consumers[i], n->height + 1);
   n->out[n->nout] = r;

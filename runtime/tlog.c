@@ -162,7 +162,6 @@ static int log_sink(void *ctx, mmsb_bus *bus, const mmsb_batch *b) {
   pthread_mutex_unlock(&lg->mu);
   if (rc) return rc;
   mmsb_digest_apply(&lg->dd);
-  lg->bytes_appended += MMSB_REC_HDR + 8 + blen;
   return MMSB_OK;
 }
 

@@ -18,7 +18,6 @@ typedef struct mmsb_tlog {
   mmsb_recovery rec;
   mmsb_digest_delta dd;
   mmsb_buf graph;            /* GRAPH record payload */
-  uint64_t bytes_appended;
 } mmsb_tlog;
 
 /* Syncs the segment and starts a new one whose first epoch is `first`
