@@ -75,6 +75,7 @@ static int bus_open(const mmsb_config *cfg, bool read_only, mmsb_epoch_t stop,
   for (uint32_t i = 0; !rc && i < bus->nregions; i++)
     if (bus->regions[i] && !bus->regions[i]->shadow_copy)
       rc = mmsb_verify_region_init(bus->regions[i]);
+  if (!rc && bus->cfg.trace && !read_only) rc = mmsb_trace_open(bus, bus->cfg.trace);
   bus->cfg.dir = bus->dir;
   bus->cfg.trace = NULL;
   if (rc) {
@@ -121,6 +122,7 @@ int mmsb_bus_close(mmsb_bus *bus) {
   int rc = mmsb_bus_detach_log(bus);
   if (bus->cfg.stats) print_stats(bus);
   mmsb_mirrors_free(bus);
+  mmsb_trace_close(bus);
   for (uint32_t i = 0; i < bus->nregions; i++)
     if (bus->regions[i]) mmsb_region_release(bus->regions[i]);
   free(bus->regions);
@@ -151,6 +153,7 @@ static pthread_once_t default_once = PTHREAD_ONCE_INIT;
 
 static void default_at_exit(void) {
   mmsb_bus_detach_log(default_bus);
+  mmsb_trace_close(default_bus);
   if (default_bus->cfg.stats) print_stats(default_bus);
 }
 

@@ -182,7 +182,9 @@ int mmsb_commit(mmsb_bus *bus, mmsb_epoch_t *epoch) {
     count(bus, b);
     rc = mmsb_route(bus, b, MMSB_STAGE_MIRROR, MMSB_STAGE_SUBSCRIBE);
   }
-  bus->stats.commit_ns += mmsb_now_ns() - t0;
+  uint64_t t1 = mmsb_now_ns();
+  bus->stats.commit_ns += t1 - t0;
+  mmsb_trace_event(bus, rc ? "commit (failed)" : "commit", t0, t1, e, b->count);
   pthread_mutex_unlock(&bus->lock);
   if (epoch) *epoch = atomic_load(&bus->epoch);
   return rc;

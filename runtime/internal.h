@@ -20,6 +20,13 @@ int mmsb_fail(int status, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 void mmsb_clear_error(void);
 
+/* ---- trace.c: MMSB_TRACE, Chrome trace-event JSON ---- */
+typedef struct mmsb_trace mmsb_trace;
+int mmsb_trace_open(mmsb_bus *bus, const char *path);
+void mmsb_trace_event(mmsb_bus *bus, const char *name, uint64_t start_ns, uint64_t end_ns,
+                      mmsb_epoch_t epoch, size_t deltas);
+void mmsb_trace_close(mmsb_bus *bus);
+
 /* ---- nameidx.c: name -> object (the object holds its name at name_off) ---- */
 typedef struct mmsb_nameidx {
   void **slots;
@@ -155,6 +162,7 @@ struct mmsb_bus {
   struct mmsb_graph *graph;  /* propagation nodes (graph.c) */
   mmsb_batch *cur_batch;     /* during propagation: the epoch being built */
   struct mmsb_mirror **mirrors; /* live mirrors (mirror.c) */
+  struct mmsb_trace *trace;     /* MMSB_TRACE (trace.c) */
   unsigned nmirrors, cap_mirrors;
 };
 

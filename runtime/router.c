@@ -43,10 +43,15 @@ int mmsb_router_remove(mmsb_bus *bus, unsigned id) {
  * from reaching the sinks after it (an epoch the log refused must not reach
  * a mirror). */
 int mmsb_route(mmsb_bus *bus, const mmsb_batch *b, int first, int last) {
+  static const char *stage_name[] = {"propagate", "log", "mirror", "subscriber"};
   for (unsigned i = 0; i < bus->nsinks; i++) {
     mmsb_sink *s = &bus->sinks[i];
     if (s->stage < first || s->stage > last) continue;
+    uint64_t t0 = bus->trace ? mmsb_now_ns() : 0;
     int rc = s->fn(s->ctx, bus, b);
+    if (bus->trace)
+      mmsb_trace_event(bus, stage_name[s->stage], t0, mmsb_now_ns(), mmsb_batch_epoch(b),
+                       mmsb_batch_count(b));
     if (rc) return rc;
   }
   return MMSB_OK;
