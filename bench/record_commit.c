@@ -76,7 +76,17 @@ static double snap_commit(uint64_t *live, uint64_t *snap, size_t bytes, uint64_t
   return bench_now_ms() - t0;
 }
 
-typedef struct { double store_ms, commit_ms; } timing;
+
+/* The metrics of a tracked method: stores of n words in store_ms (against
+ * plain_ms of plain stores), then a commit of commit_ms. */
+static bench_row *tracked_row(bench_row *row, double store_ms, double commit_ms, double n,
+                              double plain_ms) {
+  bench_metric(row, "ns_per_store", store_ms * 1e6 / n);
+  bench_metric(row, "x_vs_plain_store", store_ms / plain_ms);
+  bench_metric(row, "commit_ms", commit_ms);
+  bench_metric(row, "total_ms", store_ms + commit_ms);
+  return row;
+}
 
 static void fill_indices(uint64_t *idx, size_t n, size_t words, uint64_t seed) {
   for (size_t i = 0; i < n; i++) idx[i] = bench_rng(&seed) % words;
@@ -119,11 +129,7 @@ static void run_random(bench_out *o, double frac, uint64_t *mm, uint64_t *plain,
   bench_row *row = bench_add(o, "random 1GiB frac=%g plain", frac);
   bench_metric(row, "stores", (double)n);
   bench_metric(row, "ns_per_store", sp * 1e6 / (double)n);
-  row = bench_add(o, "random 1GiB frac=%g mmsb", frac);
-  bench_metric(row, "ns_per_store", sm * 1e6 / (double)n);
-  bench_metric(row, "x_vs_plain_store", sm / sp);
-  bench_metric(row, "commit_ms", cm);
-  bench_metric(row, "total_ms", tot_mm);
+  row = tracked_row(bench_add(o, "random 1GiB frac=%g mmsb", frac), sm, cm, (double)n, sp);
   bench_metric(row, "x_vs_mprotect", mp_ok ? tot_mp / tot_mm : NAN);
   bench_metric(row, "x_vs_snapshot", tot_sn / tot_mm);
   row = bench_add(o, "random 1GiB frac=%g mprotect", frac);
@@ -177,18 +183,10 @@ static void run_dense(bench_out *o, uint64_t *mm, uint64_t *plain, uint64_t *sna
   bench_row *row = bench_add(o, "dense 64MiB plain");
   bench_metric(row, "ns_per_store", p * 1e6 / (double)words);
   double m = bench_median(tm, reps), c = bench_median(cm, reps);
-  row = bench_add(o, "dense 64MiB mmsb per-store");
-  bench_metric(row, "ns_per_store", m * 1e6 / (double)words);
-  bench_metric(row, "x_vs_plain_store", m / p);
-  bench_metric(row, "commit_ms", c);
-  bench_metric(row, "total_ms", m + c);
+  tracked_row(bench_add(o, "dense 64MiB mmsb per-store"), m, c, (double)words, p);
   double l = bench_median(tl, reps), lc = bench_median(cl, reps);
   double mp = bench_median(tmp, reps), mc = bench_median(cmp, reps);
-  row = bench_add(o, "dense 64MiB mmsb loop-mark");
-  bench_metric(row, "ns_per_store", l * 1e6 / (double)words);
-  bench_metric(row, "x_vs_plain_store", l / p);
-  bench_metric(row, "commit_ms", lc);
-  bench_metric(row, "total_ms", l + lc);
+  row = tracked_row(bench_add(o, "dense 64MiB mmsb loop-mark"), l, lc, (double)words, p);
   bench_metric(row, "x_vs_mprotect", (mp + mc) / (l + lc));
   bench_metric(row, "x_vs_snapshot", (p + s) / (l + lc));
   row = bench_add(o, "dense 64MiB mprotect");

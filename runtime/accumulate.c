@@ -27,17 +27,13 @@ int mmsb_accumulate(mmsb_region *r, size_t offset, int op, int type,
   if (!copy) return mmsb_fail(MMSB_ENOMEM, "accumulation");
   memcpy(copy, values, count * es);
   pthread_mutex_lock(&bus->lock);
-  if (bus->naccums == bus->cap_accums) {
-    size_t cap = bus->cap_accums ? bus->cap_accums * 2 : 64;
-    mmsb_accum *a = realloc(bus->accums, cap * sizeof *a);
-    if (!a) {
-      pthread_mutex_unlock(&bus->lock);
-      free(copy);
-      return mmsb_fail(MMSB_ENOMEM, "accumulation queue");
-    }
-    bus->accums = a;
-    bus->cap_accums = cap;
+  mmsb_accum *a = mmsb_grow(bus->accums, &bus->cap_accums, bus->naccums + 1, sizeof *a);
+  if (!a) {
+    pthread_mutex_unlock(&bus->lock);
+    free(copy);
+    return mmsb_fail(MMSB_ENOMEM, "accumulation queue");
   }
+  bus->accums = a;
   bus->accums[bus->naccums++] = (mmsb_accum){r->id, (uint8_t)op, (uint8_t)type,
                                              offset, count * es, copy, bus->accum_seq++};
   pthread_mutex_unlock(&bus->lock);
@@ -74,45 +70,77 @@ static void fold(page_acc *img, const mmsb_accum *a, size_t pg, bool *any) {
   }
 }
 
-/* Emits one delta per (page, op, type) for region rid's accumulations in
- * [lo, hi) of the sorted queue, applies it to the region, and appends it. */
-static int flush_region(mmsb_bus *bus, mmsb_batch *b, size_t lo, size_t hi) {
-  mmsb_region *r = mmsb_region_by_id(bus, bus->accums[lo].region_id);
-  if (!r) return MMSB_OK; /* destroyed since: its accumulations go with it */
-  size_t pmin = SIZE_MAX, pmax = 0;
-  for (size_t i = lo; i < hi; i++) {
-    size_t p0 = bus->accums[i].offset / MMSB_PAGE_SIZE;
-    size_t p1 = (bus->accums[i].offset + bus->accums[i].len - 1) / MMSB_PAGE_SIZE;
-    if (p0 < pmin) pmin = p0;
-    if (p1 > pmax) pmax = p1;
+static int by_size(const void *pa, const void *pb) {
+  size_t a = *(const size_t *)pa, b = *(const size_t *)pb;
+  return a < b ? -1 : a > b;
+}
+
+/* The distinct pages the accumulations q[0..n) touch, sorted; *np of them. */
+static size_t *touched_pages(const mmsb_accum *q, size_t n, size_t *np) {
+  size_t total = 0, k = 0;
+  for (size_t i = 0; i < n; i++)
+    total += (q[i].offset + q[i].len - 1) / MMSB_PAGE_SIZE - q[i].offset / MMSB_PAGE_SIZE + 1;
+  size_t *pages = malloc((total ? total : 1) * sizeof *pages);
+  if (!pages) return NULL;
+  for (size_t i = 0; i < n; i++)
+    for (size_t pg = q[i].offset / MMSB_PAGE_SIZE;
+         pg <= (q[i].offset + q[i].len - 1) / MMSB_PAGE_SIZE; pg++)
+      pages[k++] = pg;
+  qsort(pages, k, sizeof *pages, by_size);
+  size_t u = 0;
+  for (size_t i = 0; i < k; i++)
+    if (!u || pages[u - 1] != pages[i]) pages[u++] = pages[i];
+  *np = u;
+  return pages;
+}
+
+/* Emits page pg's accumulations (indices cov[0..nc) of q, queue order): one
+ * delta per distinct (op, type), in the order each first appears, so that
+ * replay order equals this order; applies each to the region. */
+static int flush_page(mmsb_batch *b, mmsb_region *r, const mmsb_accum *q, const size_t *cov,
+                      size_t nc, size_t pg, page_acc *img, uint8_t *enc) {
+  size_t start = pg * MMSB_PAGE_SIZE;
+  size_t plen = r->size - start < MMSB_PAGE_SIZE ? r->size - start : MMSB_PAGE_SIZE;
+  for (size_t f = 0; f < nc; f++) {
+    const mmsb_accum *fa = &q[cov[f]];
+    bool seen = false, any = false;
+    for (size_t j = 0; j < f && !seen; j++)
+      seen = q[cov[j]].op == fa->op && q[cov[j]].type == fa->type;
+    if (seen) continue;
+    memset(img->mask, 0, sizeof img->mask);
+    for (size_t j = f; j < nc; j++)
+      if (q[cov[j]].op == fa->op && q[cov[j]].type == fa->type) fold(img, &q[cov[j]], pg, &any);
+    if (!any) continue;
+    size_t len;
+    mmsb_delta d;
+    int rc = mmsb_delta_encode(r->id, pg, fa->op, fa->type, img->mask, img->values, plen, enc,
+                               MMSB_DELTA_MAX, &len);
+    if (!rc) rc = mmsb_delta_view(enc, len, &d);
+    if (!rc) rc = mmsb_batch_append(b, enc, len);
+    if (rc) return rc;
+    mmsb_delta_apply(&d, r->data + start, plen);
   }
+  return MMSB_OK;
+}
+
+/* Emits the deltas of one region's accumulations q[0..n), page by page,
+ * visiting only the pages they touch. */
+static int flush_region(mmsb_bus *bus, mmsb_batch *b, const mmsb_accum *q, size_t n) {
+  mmsb_region *r = mmsb_region_by_id(bus, q[0].region_id);
+  if (!r) return MMSB_OK; /* destroyed since: its accumulations go with it */
+  size_t np = 0, *pages = touched_pages(q, n, &np);
+  size_t *cov = malloc(n * sizeof *cov);
   page_acc *img = malloc(sizeof *img);
   uint8_t *enc = malloc(MMSB_DELTA_MAX);
-  int rc = img && enc ? MMSB_OK : mmsb_fail(MMSB_ENOMEM, "accumulation flush");
-  /* Pages in order; within a page one delta per distinct (op, type) in the
-   * order each first appears, so that replay order equals this order. */
-  for (size_t pg = pmin; !rc && pg <= pmax; pg++) {
-    for (size_t first = lo; !rc && first < hi; first++) {
-      const mmsb_accum *f = &bus->accums[first];
-      bool seen = false, any = false;
-      for (size_t j = lo; j < first && !seen; j++)
-        seen = bus->accums[j].op == f->op && bus->accums[j].type == f->type;
-      if (seen) continue;
-      memset(img->mask, 0, sizeof img->mask);
-      for (size_t j = first; j < hi; j++)
-        if (bus->accums[j].op == f->op && bus->accums[j].type == f->type)
-          fold(img, &bus->accums[j], pg, &any);
-      if (!any) continue;
-      size_t start = pg * MMSB_PAGE_SIZE, len;
-      size_t plen = r->size - start < MMSB_PAGE_SIZE ? r->size - start : MMSB_PAGE_SIZE;
-      mmsb_delta d;
-      rc = mmsb_delta_encode(r->id, pg, f->op, f->type, img->mask, img->values,
-                             plen, enc, MMSB_DELTA_MAX, &len);
-      if (!rc) rc = mmsb_delta_view(enc, len, &d);
-      if (!rc) rc = mmsb_batch_append(b, enc, len);
-      if (!rc) mmsb_delta_apply(&d, r->data + start, plen);
-    }
+  int rc = pages && cov && img && enc ? MMSB_OK : mmsb_fail(MMSB_ENOMEM, "accumulation flush");
+  for (size_t i = 0; !rc && i < np; i++) {
+    size_t nc = 0, ps = pages[i] * MMSB_PAGE_SIZE;
+    for (size_t j = 0; j < n; j++)
+      if (q[j].offset < ps + MMSB_PAGE_SIZE && q[j].offset + q[j].len > ps) cov[nc++] = j;
+    rc = flush_page(b, r, q, cov, nc, pages[i], img, enc);
   }
+  free(pages);
+  free(cov);
   free(img);
   free(enc);
   return rc;
@@ -125,7 +153,7 @@ int mmsb_accum_flush(mmsb_bus *bus, mmsb_batch *b) {
   for (size_t lo = 0; lo < bus->naccums && !rc;) {
     size_t hi = lo;
     while (hi < bus->naccums && bus->accums[hi].region_id == bus->accums[lo].region_id) hi++;
-    rc = flush_region(bus, b, lo, hi);
+    rc = flush_region(bus, b, bus->accums + lo, hi - lo);
     lo = hi;
   }
   mmsb_accum_free(bus);

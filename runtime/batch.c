@@ -9,6 +9,21 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* Room for `need` elements of `elem` bytes in arr, whose capacity *cap
+ * doubles (from 16); returns the (maybe moved) array, or NULL with arr
+ * untouched when memory is short.  One helper for every growing table. */
+void *mmsb_grow(void *arr, size_t *cap, size_t need, size_t elem) {
+  if (need <= *cap) return arr;
+  size_t c = *cap ? *cap : 16;
+  while (c < need) {
+    if (c > SIZE_MAX / 2 / elem) return NULL;
+    c *= 2;
+  }
+  void *t = realloc(arr, c * elem);
+  if (t) *cap = c;
+  return t;
+}
+
 int mmsb_buf_reserve(mmsb_buf *b, size_t extra) {
   if (extra > SIZE_MAX / 2 - b->len) return mmsb_fail(MMSB_ENOMEM, "buffer overflow");
   if (b->len + extra <= b->cap) return MMSB_OK;
@@ -27,13 +42,9 @@ void mmsb_buf_free(mmsb_buf *b) {
 }
 
 static int index_push(mmsb_batch *b, size_t off) {
-  if (b->count == b->index_cap) {
-    size_t cap = b->index_cap ? b->index_cap * 2 : 256;
-    size_t *ix = realloc(b->index, cap * sizeof *ix);
-    if (!ix) return mmsb_fail(MMSB_ENOMEM, "batch index");
-    b->index = ix;
-    b->index_cap = cap;
-  }
+  size_t *ix = mmsb_grow(b->index, &b->index_cap, b->count + 1, sizeof *ix);
+  if (!ix) return mmsb_fail(MMSB_ENOMEM, "batch index");
+  b->index = ix;
   b->index[b->count++] = off;
   return MMSB_OK;
 }

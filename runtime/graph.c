@@ -45,7 +45,8 @@ struct mmsb_node {
 
 typedef struct mmsb_graph {
   mmsb_node **nodes;
-  unsigned n, cap, next_id;
+  unsigned n, next_id;
+  size_t cap;
   unsigned sink_id;
   unsigned visit;            /* cycle search stamp */
   bool changed;              /* since the last GRAPH record */
@@ -55,7 +56,8 @@ typedef struct mmsb_graph {
   int *ok;                   /* their status: 0 ran, else failed */
   uint64_t round;            /* propagation rounds, for queue stamps */
   size_t caplevel;
-  unsigned nheap, capheap;
+  unsigned nheap;
+  size_t capheap;
 } mmsb_graph;
 
 /* Depth-first from `from` along node -> consumers, iteratively (graphs can
@@ -124,13 +126,9 @@ static bool before(const mmsb_node *a, const mmsb_node *b) {
 
 static int heap_push(mmsb_graph *g, mmsb_node *n, uint64_t round) {
   if (n->queued == round) return MMSB_OK; /* at most once per round */
-  if (g->nheap == g->capheap) {
-    unsigned cap = g->capheap ? g->capheap * 2 : 64;
-    mmsb_node **h = realloc(g->heap, cap * sizeof *h);
-    if (!h) return mmsb_fail(MMSB_ENOMEM, "propagation queue");
-    g->heap = h;
-    g->capheap = cap;
-  }
+  mmsb_node **h = mmsb_grow(g->heap, &g->capheap, g->nheap + 1, sizeof *h);
+  if (!h) return mmsb_fail(MMSB_ENOMEM, "propagation queue");
+  g->heap = h;
   n->queued = round;
   unsigned i = g->nheap++;
   while (i && before(n, g->heap[(i - 1) / 2])) {
@@ -201,8 +199,14 @@ static int collect_outputs(mmsb_graph *g, mmsb_node *n, mmsb_batch *b, size_t *n
       for (size_t i = 0; i < r->size;) {
         size_t chunk = r->size - i < 4096 ? r->size - i : 4096;
         if (memcmp(n->snap[k] + i, r->data + i, chunk) == 0) { i += chunk; continue; }
-        for (size_t j = i; j < i + chunk; j++)
-          if (n->snap[k][j] != r->data[j]) mmsb_mark_range((uintptr_t)r->data + j, 1);
+        /* one mark per run of changed bytes, not one per byte */
+        for (size_t j = i, end = i + chunk; j < end;) {
+          if (n->snap[k][j] == r->data[j]) { j++; continue; }
+          size_t e = j;
+          while (e < end && n->snap[k][e] != r->data[e]) e++;
+          mmsb_mark_range((uintptr_t)r->data + j, e - j);
+          j = e;
+        }
         i += chunk;
       }
     }
@@ -221,13 +225,9 @@ static int collect_outputs(mmsb_graph *g, mmsb_node *n, mmsb_batch *b, size_t *n
 }
 
 static int level_push(mmsb_graph *g, mmsb_node *n, size_t at) {
-  if (at == g->caplevel) {
-    size_t cap = g->caplevel ? g->caplevel * 2 : 64;
-    mmsb_node **t = realloc(g->level, cap * sizeof *t);
-    if (!t) return mmsb_fail(MMSB_ENOMEM, "propagation level");
-    g->level = t;
-    g->caplevel = cap;
-  }
+  mmsb_node **t = mmsb_grow(g->level, &g->caplevel, at + 1, sizeof *t);
+  if (!t) return mmsb_fail(MMSB_ENOMEM, "propagation level");
+  g->level = t;
   g->level[at] = n;
   return MMSB_OK;
 }
@@ -356,13 +356,9 @@ static int add_node(mmsb_bus *bus, const char *name, mmsb_node **out, mmsb_node 
   if (!g) return mmsb_fail(MMSB_ENOMEM, "graph");
   g->names.name_off = offsetof(mmsb_node, name);
   if (mmsb_nameidx_find(&g->names, name)) return mmsb_fail(MMSB_EEXIST, "node '%s' exists", name);
-  if (g->n == g->cap) {
-    unsigned cap = g->cap ? g->cap * 2 : 16;
-    mmsb_node **t = realloc(g->nodes, cap * sizeof *t);
-    if (!t) return mmsb_fail(MMSB_ENOMEM, "graph");
-    g->nodes = t;
-    g->cap = cap;
-  }
+  mmsb_node **t = mmsb_grow(g->nodes, &g->cap, (size_t)g->n + 1, sizeof *t);
+  if (!t) return mmsb_fail(MMSB_ENOMEM, "graph");
+  g->nodes = t;
   mmsb_node *n = calloc(1, sizeof *n);
   if (!n) return mmsb_fail(MMSB_ENOMEM, "node");
   n->bus = bus;
@@ -401,13 +397,9 @@ int mmsb_node_input(mmsb_node *n, mmsb_region *r) {
   mmsb_node *p = r->producer;
   const char *path[66];
   if (p && reaches(g, n, p, path)) return cycle_error(path, n->name);
-  if (r->nconsumers == r->capconsumers) {
-    unsigned cap = r->capconsumers ? r->capconsumers * 2 : 4;
-    mmsb_node **c = realloc(r->consumers, cap * sizeof *c);
-    if (!c) return mmsb_fail(MMSB_ENOMEM, "graph edge");
-    r->consumers = c;
-    r->capconsumers = cap;
-  }
+  mmsb_node **c = mmsb_grow(r->consumers, &r->capconsumers, (size_t)r->nconsumers + 1, sizeof *c);
+  if (!c) return mmsb_fail(MMSB_ENOMEM, "graph edge");
+  r->consumers = c;
   r->consumers[r->nconsumers++] = n;
   n->in[n->nin++] = r;
   n->fresh = true;

@@ -87,7 +87,8 @@ struct mmsb_region {
   bool recovered;    /* made by recovery, not yet claimed by the program */
   struct mmsb_node *producer;   /* graph.c: the node that computes it */
   struct mmsb_node **consumers; /* graph.c: nodes it is an input of */
-  unsigned nconsumers, capconsumers;
+  unsigned nconsumers;
+  size_t capconsumers;
   bool logged;       /* its REGION record is in the log */
 };
 
@@ -130,6 +131,7 @@ typedef struct mmsb_buf {
   size_t len, cap;
 } mmsb_buf;
 int mmsb_buf_reserve(mmsb_buf *b, size_t extra);
+void *mmsb_grow(void *arr, size_t *cap, size_t need, size_t elem);
 void mmsb_buf_free(mmsb_buf *b);
 
 struct mmsb_batch {
@@ -145,10 +147,12 @@ struct mmsb_bus {
   char *dir;
   mmsb_region **regions;   /* by id - 1 */
   mmsb_nameidx names;      /* regions by name */
-  uint32_t nregions, cap_regions;
+  uint32_t nregions;
+  size_t cap_regions;
   _Atomic mmsb_epoch_t epoch;
   mmsb_sink *sinks;          /* sorted by stage, then registration */
-  unsigned nsinks, cap_sinks, next_sink_id;
+  unsigned nsinks, next_sink_id;
+  size_t cap_sinks;
   mmsb_accum *accums;
   size_t naccums, cap_accums;
   uint64_t accum_seq;
@@ -163,7 +167,8 @@ struct mmsb_bus {
   mmsb_batch *cur_batch;     /* during propagation: the epoch being built */
   struct mmsb_mirror **mirrors; /* live mirrors (mirror.c) */
   struct mmsb_trace *trace;     /* MMSB_TRACE (trace.c) */
-  unsigned nmirrors, cap_mirrors;
+  unsigned nmirrors;
+  size_t cap_mirrors;
 };
 
 /* The graph as a GRAPH record payload, if it changed since the last call

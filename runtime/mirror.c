@@ -36,13 +36,9 @@ static int gather(mmsb_mirror *m, const mmsb_batch *b, size_t *first, size_t *n,
     uint32_t id, body;
     memcpy(&id, b->bytes.p + b->index[i], 4);
     if (id != m->r->id) continue;
-    if (*n == m->cap_offs) {
-      size_t cap = m->cap_offs ? m->cap_offs * 2 : 256;
-      uint32_t *o = realloc(m->offs, cap * sizeof *o);
-      if (!o) return mmsb_fail(MMSB_ENOMEM, "mirror");
-      m->offs = o;
-      m->cap_offs = cap;
-    }
+    uint32_t *o = mmsb_grow(m->offs, &m->cap_offs, *n + 1, sizeof *o);
+    if (!o) return mmsb_fail(MMSB_ENOMEM, "mirror");
+    m->offs = o;
     memcpy(&body, b->bytes.p + b->index[i] + 20, 4);
     if (b->index[i] < *first) *first = b->index[i];
     if (b->index[i] + MMSB_DELTA_HDR + body > end) end = b->index[i] + MMSB_DELTA_HDR + body;
@@ -106,10 +102,9 @@ int mmsb_mirror_create(mmsb_region *r, int device, mmsb_mirror **out) {
   if (!rc) rc = m->ops->alloc(r->size, &m->dptr);
   pthread_mutex_lock(&bus->lock);
   if (!rc) rc = m->ops->upload(m->stream, m->dptr, r->data, r->size);
-  if (!rc && bus->nmirrors == bus->cap_mirrors) {
-    unsigned cap = bus->cap_mirrors ? bus->cap_mirrors * 2 : 8;
-    mmsb_mirror **t = realloc(bus->mirrors, cap * sizeof *t);
-    if (t) { bus->mirrors = t; bus->cap_mirrors = cap; }
+  if (!rc) {
+    mmsb_mirror **t = mmsb_grow(bus->mirrors, &bus->cap_mirrors, (size_t)bus->nmirrors + 1, sizeof *t);
+    if (t) bus->mirrors = t;
     else rc = mmsb_fail(MMSB_ENOMEM, "mirror table");
   }
   if (!rc) rc = mmsb_router_add(bus, MMSB_STAGE_MIRROR, mirror_sink, m, &m->sink_id);
@@ -177,11 +172,16 @@ static void take_back(mmsb_mirror *m, const mmsb_dirty_page *d, size_t n) {
   mmsb_region *r = m->r;
   for (size_t i = 0; i < n; i++) {
     size_t start = d[i].page * MMSB_PAGE_SIZE;
-    for (unsigned g = 0; g < 512; g++) {
-      if (!(d[i].mask[g >> 6] >> (g & 63) & 1)) continue;
-      size_t a = start + g * 8ul, l = r->size - a < 8 ? r->size - a : 8;
+    for (unsigned g = 0; g < 512;) { /* one copy and one mark per run of granules */
+      if (!(d[i].mask[g >> 6] >> (g & 63) & 1)) { g++; continue; }
+      unsigned e = g;
+      while (e < 512 && (d[i].mask[e >> 6] >> (e & 63) & 1)) e++;
+      size_t a = start + g * 8ul, l = (e - g) * 8ul;
+      if (a >= r->size) break;
+      if (l > r->size - a) l = r->size - a;
       memcpy(r->data + a, d[i].data + g * 8ul, l);
       mmsb_mark_range((uintptr_t)r->data + a, l);
+      g = e;
     }
   }
 }

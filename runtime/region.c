@@ -35,13 +35,9 @@ mmsb_region *mmsb_region_lookup(mmsb_bus *bus, const char *name) {
 
 /* Adds r to the bus table under bus->lock; assigns its id. */
 static int table_add(mmsb_bus *bus, mmsb_region *r) {
-  if (bus->nregions == bus->cap_regions) {
-    uint32_t cap = bus->cap_regions ? bus->cap_regions * 2 : 16;
-    mmsb_region **t = realloc(bus->regions, cap * sizeof *t);
-    if (!t) return mmsb_fail(MMSB_ENOMEM, "region table");
-    bus->regions = t;
-    bus->cap_regions = cap;
-  }
+  mmsb_region **t = mmsb_grow(bus->regions, &bus->cap_regions, (size_t)bus->nregions + 1, sizeof *t);
+  if (!t) return mmsb_fail(MMSB_ENOMEM, "region table");
+  bus->regions = t;
   if (r) {
     bus->names.name_off = offsetof(mmsb_region, name);
     int rc = mmsb_nameidx_insert(&bus->names, r);

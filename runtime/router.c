@@ -11,13 +11,9 @@
 
 int mmsb_router_add(mmsb_bus *bus, int stage, mmsb_sink_fn fn, void *ctx,
                     unsigned *id) {
-  if (bus->nsinks == bus->cap_sinks) {
-    unsigned cap = bus->cap_sinks ? bus->cap_sinks * 2 : 8;
-    mmsb_sink *s = realloc(bus->sinks, cap * sizeof *s);
-    if (!s) return mmsb_fail(MMSB_ENOMEM, "sink table");
-    bus->sinks = s;
-    bus->cap_sinks = cap;
-  }
+  mmsb_sink *s = mmsb_grow(bus->sinks, &bus->cap_sinks, (size_t)bus->nsinks + 1, sizeof *s);
+  if (!s) return mmsb_fail(MMSB_ENOMEM, "sink table");
+  bus->sinks = s;
   unsigned at = bus->nsinks;
   while (at > 0 && bus->sinks[at - 1].stage > stage) at--;
   memmove(&bus->sinks[at + 1], &bus->sinks[at],
