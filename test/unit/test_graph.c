@@ -224,6 +224,20 @@ static void test_replay_derived(void) {
   if (system(cmd)) {}
 }
 
+/* Node "d<i>" running c; connect() adds an input to both node and c. */
+static mmsb_node *dnode(mmsb_bus *bus, int i, cnode *c) {
+  mmsb_node *n = NULL;
+  char name[16];
+  snprintf(name, sizeof name, "d%d", i);
+  CHECK_OK(mmsb_node_create(bus, name, cnode_fn, c, &n));
+  return n;
+}
+
+static void connect(mmsb_node *n, cnode *c, mmsb_region *r) {
+  c->in[c->nin++] = mmsb_region_data(r);
+  CHECK_OK(mmsb_node_input(n, r));
+}
+
 /* Random DAGs, random input changes, against a recomputation. */
 static void test_random_dags(int rounds) {
   int bad = 0;
@@ -238,16 +252,11 @@ static void test_random_dags(int rounds) {
       dst[i] = mkreg(bus, "dst%d", i);
       c[i] = (cnode){.id = 30 + i % 30, .out = mmsb_region_data(dst[i]),
                      .clamp = rng_below(&seed, 3) == 0 ? 1000 + rng_below(&seed, 5000) : 0};
-      mmsb_node *n;
-      char name[16];
-      snprintf(name, sizeof name, "d%d", i);
-      CHECK_OK(mmsb_node_create(bus, name, cnode_fn, &c[i], &n));
+      mmsb_node *n = dnode(bus, i, &c[i]);
       int k = 1 + (int)rng_below(&seed, 3);
       for (int j = 0; j < k; j++) {
         int from = (int)rng_below(&seed, (uint64_t)(NS + i));
-        mmsb_region *r = from < NS ? src[from] : dst[from - NS];
-        c[i].in[c[i].nin++] = mmsb_region_data(r);
-        CHECK_OK(mmsb_node_input(n, r));
+        connect(n, &c[i], from < NS ? src[from] : dst[from - NS]);
       }
       CHECK_OK(mmsb_node_output(n, dst[i], rng_below(&seed, 2) ? MMSB_DETECT_DIFF : MMSB_DETECT_WHOLE));
     }
@@ -288,17 +297,12 @@ static uint64_t run_with_threads(int threads, uint64_t s0) {
   for (int i = 0; i < NN; i++) {
     dst[i] = mkreg(bus, "dst%d", i);
     c[i] = (cnode){.id = 0, .out = mmsb_region_data(dst[i]), .clamp = rng_below(&s, 4) == 0 ? 3000 : 0};
-    mmsb_node *n;
-    char name[16];
-    snprintf(name, sizeof name, "d%d", i);
-    CHECK_OK(mmsb_node_create(bus, name, cnode_fn, &c[i], &n));
+    mmsb_node *n = dnode(bus, i, &c[i]);
     int k = 1 + (int)rng_below(&s, 2);
     for (int j = 0; j < k; j++) {
       /* mostly sources: wide levels of independent nodes */
       int from = rng_below(&s, 4) ? (int)rng_below(&s, NS) : NS + (int)rng_below(&s, (uint64_t)(i ? i : 1));
-      mmsb_region *r = from < NS || i == 0 ? src[from % NS] : dst[from - NS];
-      c[i].in[c[i].nin++] = mmsb_region_data(r);
-      CHECK_OK(mmsb_node_input(n, r));
+      connect(n, &c[i], from < NS || i == 0 ? src[from % NS] : dst[from - NS]);
     }
     CHECK_OK(mmsb_node_output(n, dst[i], MMSB_DETECT_DIFF));
   }

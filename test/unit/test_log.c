@@ -73,16 +73,22 @@ static void rmdir_all(void) {
   if (system(cmd)) {}
 }
 
+/* Stores and commits epochs from..to of generator s on an open bus. */
+static void commit_epochs(mmsb_bus *bus, mmsb_region *a, mmsb_region *b, uint64_t s, int from,
+                          int to) {
+  for (int e = from; e <= to; e++) {
+    gen_epoch(s, e, mmsb_region_data(a), mmsb_region_data(b), 1);
+    CHECK_OK(mmsb_commit(bus, NULL));
+  }
+}
+
 static void write_epochs(uint64_t s, int from, int to, int sync) {
   mmsb_region *a, *b;
   mmsb_bus *bus = open_dir(sync, &a, &b, NULL);
   CHECK(bus != NULL);
   if (!bus) return;
   CHECK(mmsb_epoch(bus) == (mmsb_epoch_t)from - 1);
-  for (int e = from; e <= to; e++) {
-    gen_epoch(s, e, mmsb_region_data(a), mmsb_region_data(b), 1);
-    CHECK_OK(mmsb_commit(bus, NULL));
-  }
+  commit_epochs(bus, a, b, s, from, to);
   CHECK_OK(mmsb_bus_close(bus));
 }
 
@@ -128,15 +134,9 @@ static void test_checkpoint(void) {
   mmsb_region *a, *b;
   mmsb_bus *bus = open_dir(MMSB_SYNC_COMMIT, &a, &b, NULL);
   CHECK_OK(mmsb_checkpoint(bus));
-  for (int e = 26; e <= 40; e++) {
-    gen_epoch(12, e, mmsb_region_data(a), mmsb_region_data(b), 1);
-    CHECK_OK(mmsb_commit(bus, NULL));
-  }
+  commit_epochs(bus, a, b, 12, 26, 40);
   CHECK_OK(mmsb_checkpoint(bus));
-  for (int e = 41; e <= 45; e++) {
-    gen_epoch(12, e, mmsb_region_data(a), mmsb_region_data(b), 1);
-    CHECK_OK(mmsb_commit(bus, NULL));
-  }
+  commit_epochs(bus, a, b, 12, 41, 45);
   CHECK_OK(mmsb_bus_close(bus));
   bus = open_dir(MMSB_SYNC_COMMIT, &a, &b, NULL);
   mmsb_recovery rec;
@@ -219,10 +219,7 @@ static void test_bit_flips(int cases) {
   mmsb_region *a0, *b0;
   mmsb_bus *bus0 = open_dir(MMSB_SYNC_NONE, &a0, &b0, NULL);
   CHECK_OK(mmsb_checkpoint(bus0));
-  for (int e = 16; e <= 20; e++) {
-    gen_epoch(14, e, mmsb_region_data(a0), mmsb_region_data(b0), 1);
-    CHECK_OK(mmsb_commit(bus0, NULL));
-  }
+  commit_epochs(bus0, a0, b0, 14, 16, 20);
   mmsb_bus_close(bus0);
   const char *files[] = {"ckpt-00000000000000000015.ckpt", "seg-00000000000000000016.log"};
   size_t len[2];
