@@ -4,8 +4,14 @@
 //   full      cudaMemcpy of the whole region each epoch (pinned host memory)
 //   um        Unified Memory: host writes to cudaMallocManaged memory, then
 //             cudaMemPrefetchAsync to the device (after the GPU used it)
-//   floor     just the changed words and their offsets, copied from pinned
-//             memory and scattered by a kernel
+//   floor     just the changed words and their offsets: the words read from
+//             the host copy at the offsets (known for free), packed into
+//             pinned memory, one copy, scattered by a kernel.  floor_gen is
+//             the same without reading the host copy (values made up in
+//             registers): a floor no synchronizer can reach, shown for scale.
+// mmsb and the floor run in alternate order from rep to rep, so that
+// neither always finds the written lines in cache.  collect_ms is the commit
+// of the same stores into a second region that has no mirror (the CPU part).
 // and the device diff + D2H of a 1 GiB GPU-node output.
 #include "bench.h"
 #include "device.h"
@@ -56,6 +62,11 @@ int main(int argc, char **argv) {
     fprintf(stderr, "gpu_sync: mirror: %s\n", mmsb_last_error());
     return 1;
   }
+  mmsb_region *r2; // the same stores without a mirror: the CPU part alone
+  if (mmsb_region_create(mmsb_default_bus(), "bench-nomirror", GIB, 0, &r2)) return 1;
+  uint64_t *host2 = (uint64_t *)mmsb_region_data(r2);
+  memset(host2, 0, GIB);
+  mmsb_commit(NULL, NULL);
   uint64_t *dfull, *dfloor, *um, *pairs_h, *pairs_d;
   CK(cudaMalloc(&dfull, GIB));
   CK(cudaMalloc(&dfloor, GIB));
@@ -73,31 +84,48 @@ int main(int argc, char **argv) {
   for (int f = 0; f < 5; f++) {
     size_t n = (size_t)(fracs[f] * (double)words);
     int reps = f >= 3 ? 3 : 7;
-    double tm[7], tst[7], tfull[7], tum[7], tfl[7];
+    double tm[7], tst[7], tfull[7], tum[7], tfl[7], tgen[7], tcm[7], tcol[7];
     for (int rep = 0; rep < reps; rep++) {
       for (size_t i = 0; i < n; i++) idx[i] = bench_rng(&seed) % words;
       uint64_t v = ((uint64_t)f << 48) | ((uint64_t)rep << 40);
-      // mmsb: stores through the pass's fast path, then commit -> mirror holds it
+      // the CPU part alone: commit of a region without a mirror
+      for (size_t i = 0; i < n; i++) tracked_store8(&host2[idx[i]], v + i);
       double t0 = bench_now_ms();
+      mmsb_commit(NULL, NULL);
+      tcol[rep] = bench_now_ms() - t0;
+      // mmsb: stores through the pass's fast path, then commit -> mirror holds it
+      t0 = bench_now_ms();
       for (size_t i = 0; i < n; i++) tracked_store8(&host[idx[i]], v + i);
       tst[rep] = bench_now_ms() - t0;
-      t0 = bench_now_ms();
-      mmsb_epoch_t e;
-      mmsb_commit(NULL, &e);
-      mmsb_mirror_wait(m, e);
-      tm[rep] = bench_now_ms() - t0;
-      // full copy of the region
-      t0 = bench_now_ms();
-      CK(cudaMemcpyAsync(dfull, host, GIB, cudaMemcpyHostToDevice, s));
-      CK(cudaStreamSynchronize(s));
-      tfull[rep] = bench_now_ms() - t0;
-      // floor: offsets and values, one copy, one scatter
+      for (int k = 0; k < 2; k++) {
+        if ((k + rep) % 2 == 0) {
+          t0 = bench_now_ms();
+          mmsb_epoch_t e;
+          mmsb_commit(NULL, &e);
+          tcm[rep] = bench_now_ms() - t0;
+          mmsb_mirror_wait(m, e);
+          tm[rep] = bench_now_ms() - t0;
+        } else { // floor: the changed words read from the host copy, one copy, one scatter
+          t0 = bench_now_ms();
+          for (size_t i = 0; i < n; i++) { pairs_h[2 * i] = idx[i]; pairs_h[2 * i + 1] = host[idx[i]]; }
+          CK(cudaMemcpyAsync(pairs_d, pairs_h, n * 16, cudaMemcpyHostToDevice, s));
+          scatter<<<(unsigned)((n + 255) / 256), 256, 0, s>>>(dfloor, pairs_d, n);
+          CK(cudaStreamSynchronize(s));
+          tfl[rep] = bench_now_ms() - t0;
+        }
+      }
+      // floor_gen: values made up, the host copy not read
       t0 = bench_now_ms();
       for (size_t i = 0; i < n; i++) { pairs_h[2 * i] = idx[i]; pairs_h[2 * i + 1] = v + i; }
       CK(cudaMemcpyAsync(pairs_d, pairs_h, n * 16, cudaMemcpyHostToDevice, s));
       scatter<<<(unsigned)((n + 255) / 256), 256, 0, s>>>(dfloor, pairs_d, n);
       CK(cudaStreamSynchronize(s));
-      tfl[rep] = bench_now_ms() - t0;
+      tgen[rep] = bench_now_ms() - t0;
+      // full copy of the region
+      t0 = bench_now_ms();
+      CK(cudaMemcpyAsync(dfull, host, GIB, cudaMemcpyHostToDevice, s));
+      CK(cudaStreamSynchronize(s));
+      tfull[rep] = bench_now_ms() - t0;
       // Unified Memory: the GPU has the pages, the host writes, prefetch back
       CK(cudaMemPrefetchAsync(um, GIB, dev0, 0, s));
       touch_pages<<<(unsigned)((words / 512 + 255) / 256), 256, 0, s>>>(um, words);
@@ -114,7 +142,10 @@ int main(int argc, char **argv) {
     bench_metric(row, "stores", (double)n);
     bench_metric(row, "mmsb_store_ms", st);
     bench_metric(row, "mmsb_sync_ms", mm);
+    bench_metric(row, "commit_ms", bench_median(tcm, reps));
+    bench_metric(row, "collect_ms", bench_median(tcol, reps));
     bench_metric(row, "floor_ms", fl);
+    bench_metric(row, "floor_gen_ms", bench_median(tgen, reps));
     bench_metric(row, "full_copy_ms", fu);
     bench_metric(row, "um_ms", u);
     bench_metric(row, "x_of_floor", mm / fl);

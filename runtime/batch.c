@@ -79,6 +79,20 @@ int mmsb_batch_commit_reserved(mmsb_batch *b, size_t len) {
   return MMSB_OK;
 }
 
+int mmsb_batch_reserve_many(mmsb_batch *b, size_t n, size_t bytes) {
+  int rc = mmsb_buf_reserve(&b->bytes, bytes);
+  if (rc) return rc;
+  size_t *ix = mmsb_grow(b->index, &b->index_cap, b->count + n, sizeof *ix);
+  if (!ix) return mmsb_fail(MMSB_ENOMEM, "batch index");
+  b->index = ix;
+  return MMSB_OK;
+}
+
+void mmsb_batch_commit_many(mmsb_batch *b, size_t n, size_t bytes) {
+  b->count += n;
+  b->bytes.len += bytes;
+}
+
 int mmsb_batch_append(mmsb_batch *b, const uint8_t *enc, size_t len) {
   uint8_t *p = mmsb_batch_reserve(b, len);
   if (!p) return MMSB_ENOMEM;

@@ -38,6 +38,9 @@ void mmsb_config_init(mmsb_config *c) {
   if ((v = getenv("MMSB_SYNC")) && *v) parse_sync(c, v);
   if ((v = getenv("MMSB_DEVICE")) && *v) c->device = atoi(v);
   if ((v = getenv("MMSB_THREADS")) && *v) c->threads = atoi(v) > 0 ? atoi(v) : 1;
+  c->commit_threads = mmsb_default_threads();
+  if ((v = getenv("MMSB_COMMIT_THREADS")) && *v)
+    c->commit_threads = atoi(v) > 0 ? atoi(v) : 1;
   if ((v = getenv("MMSB_TRACE")) && *v) c->trace = v;
   c->verify = env_flag("MMSB_VERIFY");
   c->stats = env_flag("MMSB_STATS");

@@ -1,10 +1,6 @@
 /*
- * commit.c - turns dirty marks into the epoch's batch and routes it.
- *
- * Collection walks each region's summary bits, then page bits, then the
- * page's 512 granule bits (one cache line), so it touches only what changed.
- * Runs of dirty granules become runs of bytes; a page whose runs would take
- * more bytes than the page itself is sent whole.
+ * commit.c - turns dirty marks into the epoch's batch (collect.c) and
+ * routes it; seals the epoch or, on failure, puts its marks back.
  */
 #include "internal.h"
 
@@ -16,99 +12,6 @@ uint64_t mmsb_now_ns(void) {
   struct timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);
   return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
-
-/* Finds the next run [lo, hi) of set bits in a page's 512 granule bits,
- * starting at *pos; false when none is left. */
-static bool next_run(const uint64_t g[8], unsigned *pos, unsigned *lo,
-                     unsigned *hi) {
-  unsigned i = *pos;
-  while (i < GRANS_PER_PAGE) {
-    uint64_t w = g[i >> 6] >> (i & 63);
-    if (w) { i += (unsigned)__builtin_ctzll(w); break; }
-    i = (i & ~63u) + 64;
-  }
-  if (i >= GRANS_PER_PAGE) return false;
-  *lo = i;
-  while (i < GRANS_PER_PAGE) {
-    uint64_t w = ~g[i >> 6] >> (i & 63);
-    if (w) { i += (unsigned)__builtin_ctzll(w); break; }
-    i = (i & ~63u) + 64;
-  }
-  *hi = *pos = i;
-  return true;
-}
-
-/* Emits the delta of one dirty page: g holds its granule bits.  Runs are
- * written in one pass; if they reach the page's size the page goes whole.
- * Runs of granules never exceed a whole page plus its header: at worst 256
- * one-granule runs take 256 * 12 = 3072 bytes. */
-static int emit_page(mmsb_batch *b, const mmsb_region *r, size_t page,
-                     const uint64_t g[8]) {
-  size_t start = page * MMSB_PAGE_SIZE;
-  size_t plen = r->size - start < MMSB_PAGE_SIZE ? r->size - start : MMSB_PAGE_SIZE;
-  const uint8_t *src = r->data + start;
-  uint8_t *o = mmsb_batch_reserve(b, MMSB_DELTA_HDR + MMSB_PAGE_SIZE);
-  if (!o) return MMSB_ENOMEM;
-  uint8_t *w = o + MMSB_DELTA_HDR, *limit = w + plen;
-  uint32_t nruns = 0;
-  unsigned pos = 0, lo, hi;
-  bool whole = false;
-  while (next_run(g, &pos, &lo, &hi)) {
-    size_t a = (size_t)lo * MMSB_GRANULE, e = (size_t)hi * MMSB_GRANULE;
-    if (a >= plen) break;
-    if (e > plen) e = plen;
-    size_t n = e - a;
-    if ((size_t)(limit - w) <= MMSB_RUN_HDR + n) { whole = true; break; }
-    uint16_t off16 = (uint16_t)a, n16 = (uint16_t)n;
-    memcpy(w, &off16, 2);
-    memcpy(w + 2, &n16, 2);
-    w += MMSB_RUN_HDR;
-    size_t k = 0;
-    for (; k + 8 <= n; k += 8) memcpy(w + k, src + a + k, 8);
-    for (; k < n; k++) w[k] = src[a + k];
-    w += n;
-    nruns++;
-  }
-  if (!whole && nruns == 0) return MMSB_OK; /* only padding past the end */
-  if (whole) {
-    memcpy(o + MMSB_DELTA_HDR, src, plen);
-    w = o + MMSB_DELTA_HDR + plen;
-    nruns = 0;
-  }
-  size_t body = (size_t)(w - o) - MMSB_DELTA_HDR;
-  mmsb_delta_write_header(o, r->id, page, MMSB_OP_ASSIGN, MMSB_T_BYTES, whole,
-                          nruns, (uint32_t)body);
-  return mmsb_batch_commit_reserved(b, MMSB_DELTA_HDR + body);
-}
-
-int mmsb_collect_region(mmsb_bus *bus, mmsb_region *r, mmsb_batch *b) {
-  (void)bus;
-  mmsb_win_maps *m = &mmsb_maps[r->win];
-  size_t p0 = r->win_off >> PAGE_SHIFT, np = r->map_size >> PAGE_SHIFT;
-  size_t pend = p0 + np;
-  for (size_t sw = (p0 >> 6) >> 6; sw <= ((pend - 1) >> 6) >> 6; sw++) {
-    uint64_t s = m->summary[sw];
-    while (s) {
-      size_t pw = sw * 64 + (size_t)__builtin_ctzll(s);
-      s &= s - 1;
-      if (pw < (p0 >> 6) || pw > ((pend - 1) >> 6)) continue; /* another region's */
-      uint64_t word = m->pages[pw], mine = word;
-      /* Keep only this region's pages: a word can span two regions. */
-      if (pw * 64 < p0) mine &= ~(uint64_t)0 << (p0 - pw * 64);
-      if (pw * 64 + 64 > pend) mine &= ((uint64_t)1 << (pend - pw * 64)) - 1;
-      for (uint64_t x = mine; x; x &= x - 1) {
-        size_t pg = pw * 64 + (size_t)__builtin_ctzll(x);
-        uint64_t *g = m->gran + pg * 8;
-        int rc = emit_page(b, r, pg - p0, g);
-        if (rc) return rc;
-        memset(g, 0, 8 * sizeof *g);
-      }
-      m->pages[pw] = word & ~mine;
-      if (m->pages[pw] == 0) m->summary[sw] &= ~((uint64_t)1 << (pw & 63));
-    }
-  }
-  return MMSB_OK;
 }
 
 /* After a failed commit: marks every page of the partial batch dirty again,

@@ -27,6 +27,14 @@ void mmsb_trace_event(mmsb_bus *bus, const char *name, uint64_t start_ns, uint64
                       mmsb_epoch_t epoch, size_t deltas);
 void mmsb_trace_close(mmsb_bus *bus);
 
+/* ---- pool.c: worker threads for the runtime's own parallel loops ---- */
+typedef void (*mmsb_part_fn)(void *ctx, int part, int nparts);
+/* Runs fn(ctx, i, nparts) for every part i, on the caller and the pool's
+ * threads; returns when all are done (the number of threads used). */
+int mmsb_pool_run(int nparts, mmsb_part_fn fn, void *ctx);
+/* Online CPUs, at most 8: the default of commit_threads. */
+int mmsb_default_threads(void);
+
 /* ---- nameidx.c: name -> object (the object holds its name at name_off) ---- */
 typedef struct mmsb_nameidx {
   void **slots;
@@ -182,6 +190,11 @@ int mmsb_batch_append(mmsb_batch *b, const uint8_t *enc, size_t len);
 /* Reserves room for a delta of up to `max` bytes; returns its start. */
 uint8_t *mmsb_batch_reserve(mmsb_batch *b, size_t max);
 int mmsb_batch_commit_reserved(mmsb_batch *b, size_t len);
+/* Room for n more deltas, `bytes` in all, written by the caller at
+ * bytes.p + bytes.len with their offsets at index[count..]; then
+ * mmsb_batch_commit_many makes them part of the batch. */
+int mmsb_batch_reserve_many(mmsb_batch *b, size_t n, size_t bytes);
+void mmsb_batch_commit_many(mmsb_batch *b, size_t n, size_t bytes);
 void mmsb_batch_finish(mmsb_batch *b);
 int mmsb_batch_sort(mmsb_batch *b);
 int mmsb_batch_view(const void *bytes, size_t len, mmsb_batch *b);

@@ -117,6 +117,48 @@ static void test_random_epochs(int epochs) {
   CHECK_OK(mmsb_bus_close(w.replica));
 }
 
+/* Large epochs are collected by several threads: the batch must be the
+ * same bytes as one thread's, and right (MMSB_VERIFY checks it). */
+static void test_parallel_collect(int epochs) {
+  mmsb_bus *bus[2];
+  mmsb_region *r[2];
+  size_t size = (8u << 20) + 17; /* 2049 pages, the last one short */
+  for (int k = 0; k < 2; k++) {
+    mmsb_config cfg;
+    mmsb_config_init(&cfg);
+    cfg.verify = 1;
+    cfg.commit_threads = k ? 5 : 1;
+    CHECK_OK(mmsb_bus_open(&cfg, &bus[k]));
+    CHECK_OK(mmsb_region_create(bus[k], "big", size, 0, &r[k]));
+  }
+  size_t same = 0, deltas = 0;
+  for (int e = 1; e <= epochs; e++) {
+    int nstores = (int)rng_below(&seed, 20000);
+    for (int s = 0; s < nstores; s++) {
+      size_t n = rng_below(&seed, 4) == 0 ? 1 + rng_below(&seed, 5000) : 8;
+      size_t off = rng_below(&seed, size - n + 1);
+      uint8_t v = (uint8_t)rng_next(&seed);
+      for (int k = 0; k < 2; k++) {
+        uint8_t *d = mmsb_region_data(r[k]);
+        memset(d + off, v, n);
+        __mmsb_store_range(d + off, n);
+      }
+    }
+    for (int k = 0; k < 2; k++) {
+      CHECK_OK(mmsb_commit(bus[k], NULL));
+      CHECK(mmsb_verify_last(bus[k]) == 0);
+    }
+    size_t la, lb;
+    const uint8_t *a = mmsb_batch_bytes(mmsb_last_batch(bus[0]), &la);
+    const uint8_t *b = mmsb_batch_bytes(mmsb_last_batch(bus[1]), &lb);
+    same += la == lb && memcmp(a, b, la) == 0;
+    deltas += mmsb_batch_count(mmsb_last_batch(bus[1]));
+  }
+  CHECK(same == (size_t)epochs);
+  printf("parallel collect: %d epochs, %zu deltas, batches identical\n", epochs, deltas);
+  for (int k = 0; k < 2; k++) CHECK_OK(mmsb_bus_close(bus[k]));
+}
+
 /* The verify oracle reports bytes changed without a mark. */
 static void test_verify_catches(void) {
   mmsb_config cfg;
@@ -212,6 +254,7 @@ static void test_accumulate_args(void) {
 int main(void) {
   seed = test_seed();
   test_random_epochs(400 * test_scale());
+  test_parallel_collect(30 * test_scale());
   test_verify_catches();
   test_forms();
   test_subscribers();

@@ -1,0 +1,115 @@
+/*
+ * pool.c - a process-wide pool of worker threads for the runtime's own
+ * parallel loops (collecting large epochs).  Work is cut into parts; the
+ * caller runs part 0 and the workers the others.  Threads are started on
+ * first use and kept: starting threads per commit costs more than a small
+ * commit.  One job runs at a time; a second caller waits for the first.
+ *
+ * User code never runs here (propagation nodes have their own threads), so
+ * the pool may be on by default.
+ */
+#include "internal.h"
+
+#include <stdlib.h>
+#include <unistd.h>
+
+#define POOL_MAX 64
+
+static struct {
+  pthread_mutex_t job_lock;  /* one job at a time */
+  pthread_mutex_t lock;      /* the fields below */
+  pthread_cond_t go, done;
+  int nthreads;              /* workers started */
+  _Atomic uint64_t gen;      /* bumped for each job (under lock) */
+  mmsb_part_fn fn;
+  void *ctx;
+  int nparts, next, left;    /* parts of the job: handed out, unfinished */
+} P = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER,
+       PTHREAD_COND_INITIALIZER, 0, 0, NULL, NULL, 0, 0, 0};
+
+/* Takes parts of the current job until none is left; P.lock held. */
+static void take_parts(void) {
+  while (P.next < P.nparts) {
+    int part = P.next++;
+    mmsb_part_fn fn = P.fn;
+    void *ctx = P.ctx;
+    int n = P.nparts;
+    pthread_mutex_unlock(&P.lock);
+    fn(ctx, part, n);
+    pthread_mutex_lock(&P.lock);
+    if (--P.left == 0) pthread_cond_broadcast(&P.done);
+  }
+}
+
+/* A worker spins a little before it sleeps: collection hands out two jobs
+ * back to back (size, then fill), and waking a sleeping thread took ~50 us
+ * on a VM, as long as a whole small commit. */
+#define SPIN 4000
+
+static void *worker(void *arg) {
+  (void)arg;
+  pthread_mutex_lock(&P.lock);
+  uint64_t seen = P.gen;
+  pthread_mutex_unlock(&P.lock);
+  for (;;) {
+    for (int k = 0; k < SPIN && atomic_load_explicit(&P.gen, memory_order_relaxed) == seen; k++) {
+#if defined(__x86_64__) || defined(__i386__)
+      __builtin_ia32_pause();
+#endif
+    }
+    pthread_mutex_lock(&P.lock);
+    while (P.gen == seen) pthread_cond_wait(&P.go, &P.lock);
+    seen = P.gen;
+    take_parts();
+    pthread_mutex_unlock(&P.lock);
+  }
+  return NULL;
+}
+
+/* Starts workers until there are `want` (or as many as the system gives). */
+static void grow(int want) {
+  if (want > POOL_MAX) want = POOL_MAX;
+  while (P.nthreads < want) {
+    pthread_t t;
+    pthread_attr_t a;
+    pthread_attr_init(&a);
+    pthread_attr_setdetachstate(&a, PTHREAD_CREATE_DETACHED);
+    int rc = pthread_create(&t, &a, worker, NULL);
+    pthread_attr_destroy(&a);
+    if (rc) break;
+    P.nthreads++;
+  }
+}
+
+int mmsb_pool_run(int nparts, mmsb_part_fn fn, void *ctx) {
+  if (nparts <= 1) {
+    if (nparts == 1) fn(ctx, 0, 1);
+    return 1;
+  }
+  pthread_mutex_lock(&P.job_lock);
+  pthread_mutex_lock(&P.lock);
+  grow(nparts - 1);
+  if (P.nthreads == 0) { /* no thread could be started: all parts here */
+    pthread_mutex_unlock(&P.lock);
+    for (int i = 0; i < nparts; i++) fn(ctx, i, nparts);
+    pthread_mutex_unlock(&P.job_lock);
+    return 1;
+  }
+  P.fn = fn;
+  P.ctx = ctx;
+  P.nparts = P.left = nparts;
+  P.next = 0;
+  P.gen++;
+  pthread_cond_broadcast(&P.go);
+  take_parts();
+  while (P.left) pthread_cond_wait(&P.done, &P.lock);
+  int used = P.nthreads + 1 < nparts ? P.nthreads + 1 : nparts;
+  pthread_mutex_unlock(&P.lock);
+  pthread_mutex_unlock(&P.job_lock);
+  return used;
+}
+
+int mmsb_default_threads(void) {
+  long n = sysconf(_SC_NPROCESSORS_ONLN);
+  return n < 1 ? 1 : n > 8 ? 8 : (int)n;
+}
