@@ -175,12 +175,10 @@ int main(int argc, char **argv) {
       CK(cudaMemcpy(didx, idx, n * 8, cudaMemcpyHostToDevice));
       write_some<<<(unsigned)((n + 255) / 256), 256>>>(cur, didx, n, (uint64_t)rep + 1);
       CK(cudaDeviceSynchronize());
-      mmsb_dirty_page *d;
-      size_t nd;
+      mmsb_diff d;
       double t0 = bench_now_ms();
-      ops->diff(st, cur, prev, GIB, &d, &nd);
+      if (ops->diff(st, cur, prev, GIB, &d) || d.ngran > n) bad = 1;
       t[rep] = bench_now_ms() - t0;
-      free(d);
     }
     bench_row *row = bench_add(&o, "device diff + D2H, 1GiB output, frac=%g", fracs[f]);
     bench_metric(row, "ms", bench_median(t, 7));
@@ -189,15 +187,14 @@ int main(int argc, char **argv) {
     cudaEvent_t a, b;
     cudaEventCreate(&a);
     cudaEventCreate(&b);
-    mmsb_dirty_page *d;
-    size_t nd;
+    mmsb_diff d;
     float best = 1e9f;
     for (int rep = 0; rep < 5; rep++) {
       cudaEventRecord(a, 0);
-      ops->diff(st, cur, prev, GIB, &d, &nd); // includes its own sync and copy-back
+      ops->diff(st, cur, prev, GIB, &d); // includes its own syncs and copy-back
       cudaEventRecord(b, 0);
       cudaEventSynchronize(b);
-      free(d);
+      if (d.npages) bad = 1;
       float ms;
       cudaEventElapsedTime(&ms, a, b);
       if (ms < best) best = ms;

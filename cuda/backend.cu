@@ -6,20 +6,25 @@
 // cudaMemcpyAsync and applied by one launch: one block per delta, whole
 // pages and runs copied cooperatively by the block's threads, with the
 // same per-page code as the host backend (include/mmsb/page_apply.h).
-// diff: one block per page compares the copy with its previous version
-// granule by granule (warp ballots build the 512-bit mask), and dirty pages
-// are compacted into an output array by an atomic counter; the host sorts
-// them by page.
+// diff: a first kernel counts each page's changed granules (one block per
+// page, warp ballots); two exclusive prefix sums (CUB) over the counts give
+// each changed page its slot and each changed granule its place; a second
+// kernel, for changed pages only, writes the page's mask and its changed
+// granules there and updates the previous version.  The host copies back
+// the totals, then the masks and the changed granules only, into pinned
+// buffers: in page order, with no sort and no per-page round trip.
 #include "device.h"
 #include "mmsb/mmsb.h"
 #include "mmsb/format.h"
 #include "mmsb/page_apply.h"
 
+#include <cub/device/device_scan.cuh>
 #include <cuda_runtime.h>
 #include <stdlib.h>
 #include <string.h>
 
 extern "C" int mmsb_fail(int status, const char *fmt, ...);
+extern "C" void mmsb_parallel_copy(void *dst, const void *src, size_t n, int threads);
 
 namespace {
 
@@ -34,9 +39,15 @@ struct Stream {
   int device;
   cudaStream_t s;
   Stage stage[2];
-  mmsb_dirty_page *dout = nullptr; // diff output
-  size_t dout_cap = 0;             // pages
-  unsigned *dcount = nullptr;
+  // diff: per page counts and their prefix sums (np each), scan scratch
+  uint32_t *gcount = nullptr, *pflag = nullptr, *goff = nullptr, *poff = nullptr;
+  size_t np_cap = 0;
+  void *scan_tmp = nullptr;
+  size_t scan_cap = 0;
+  uint64_t *totals = nullptr, *htotals = nullptr; // device / pinned: pages, granules
+  mmsb_diff_page *dpages = nullptr, *hpages = nullptr;
+  uint64_t *ddata = nullptr, *hdata = nullptr;
+  size_t pages_cap = 0, data_cap = 0; // elements
 };
 
 int cuda_err(cudaError_t e, const char *what) {
@@ -96,40 +107,79 @@ __global__ void apply_kernel(uint8_t *base, size_t size, const uint8_t *bytes,
   }
 }
 
-// One block of 64 threads per page; thread t looks at granules t, t+64, ...
-__global__ void diff_kernel(uint8_t *cur, uint8_t *prev, size_t size, mmsb_dirty_page *out,
-                            unsigned *count) {
-  size_t page = blockIdx.x, start = page * MMSB_PAGE_SIZE;
-  size_t plen = size - start < MMSB_PAGE_SIZE ? size - start : MMSB_PAGE_SIZE;
-  __shared__ uint32_t half[8][2];
-  __shared__ unsigned slot;
+// The 512 changed-granule bits of one page, by a block of 64 threads
+// (thread t looks at granules t, t+64, ...): bits[j][w] holds granules
+// j*64 + w*32 .. +31.  Bytes past the region's end compare equal.
+__device__ void page_mask(const uint8_t *cur, const uint8_t *prev, size_t start, size_t plen,
+                          uint32_t bits[8][2]) {
   unsigned t = threadIdx.x, warp = t >> 5, lane = t & 31;
   for (int j = 0; j < 8; j++) {
-    size_t g = (size_t)j * 64 + t, a = g * 8;
+    size_t a = ((size_t)j * 64 + t) * 8;
     bool differs = false;
-    if (a + 8 <= plen) {
+    if (a + 8 <= plen)
       differs = *(const uint64_t *)(cur + start + a) != *(const uint64_t *)(prev + start + a);
-    } else {
+    else
       for (size_t k = a; k < plen; k++) differs |= cur[start + k] != prev[start + k];
-    }
-    unsigned bits = __ballot_sync(0xffffffffu, differs);
-    if (lane == 0) half[j][warp] = bits;
+    unsigned b = __ballot_sync(0xffffffffu, differs);
+    if (lane == 0) bits[j][warp] = b;
   }
   __syncthreads();
-  bool any = false;
-  for (int j = 0; j < 8; j++) any |= (half[j][0] | half[j][1]) != 0;
-  if (!any) return;
-  if (t == 0) slot = atomicAdd(count, 1u);
-  __syncthreads();
-  mmsb_dirty_page *o = out + slot;
-  if (t < 8) o->mask[t] = (uint64_t)half[t][0] | ((uint64_t)half[t][1] << 32);
+}
+
+// Pass 1: each page's number of changed granules, and whether it changed.
+__global__ void diff_count(const uint8_t *cur, const uint8_t *prev, size_t size,
+                           uint32_t *gcount, uint32_t *pflag) {
+  __shared__ uint32_t bits[8][2];
+  size_t page = blockIdx.x, start = page * MMSB_PAGE_SIZE;
+  page_mask(cur, prev, start, mmsb_page_len(size, page), bits);
+  if (threadIdx.x == 0) {
+    uint32_t n = 0;
+    for (int j = 0; j < 8; j++) n += __popc(bits[j][0]) + __popc(bits[j][1]);
+    gcount[page] = n;
+    pflag[page] = n != 0;
+  }
+}
+
+// The totals after the scans: changed pages and changed granules.
+__global__ void diff_totals(const uint32_t *gcount, const uint32_t *pflag, const uint32_t *goff,
+                            const uint32_t *poff, size_t np, uint64_t *totals) {
+  totals[0] = (uint64_t)poff[np - 1] + pflag[np - 1];
+  totals[1] = (uint64_t)goff[np - 1] + gcount[np - 1];
+}
+
+// Pass 2, changed pages only: the mask at the page's slot, the changed
+// granules at their places, and prev updated.
+__global__ void diff_emit(const uint8_t *cur, uint8_t *prev, size_t size, const uint32_t *gcount,
+                          const uint32_t *goff, const uint32_t *poff, mmsb_diff_page *pages,
+                          uint64_t *data) {
+  size_t page = blockIdx.x, start = page * MMSB_PAGE_SIZE;
+  if (gcount[page] == 0) return; // uniform across the block
+  __shared__ uint32_t bits[8][2];
+  size_t plen = mmsb_page_len(size, page);
+  page_mask(cur, prev, start, plen, bits);
+  unsigned t = threadIdx.x;
+  mmsb_diff_page *o = pages + poff[page];
+  if (t < 8) o->mask[t] = (uint64_t)bits[t][0] | ((uint64_t)bits[t][1] << 32);
   if (t == 0) o->page = page;
-  for (size_t a = t * 8; a < plen; a += 64 * 8) {
-    size_t n = plen - a < 8 ? plen - a : 8;
-    for (size_t k = 0; k < n; k++) {
-      o->data[a + k] = cur[start + a + k];
-      prev[start + a + k] = cur[start + a + k];
+  uint32_t before = 0; // changed granules of this page before word j
+  for (int j = 0; j < 8; j++) {
+    uint64_t word = (uint64_t)bits[j][0] | ((uint64_t)bits[j][1] << 32);
+    if (word >> t & 1) {
+      size_t a = ((size_t)j * 64 + t) * 8;
+      uint64_t *dst = data + goff[page] + before + __popcll(word & ((1ull << t) - 1));
+      if (a + 8 <= plen) {
+        *dst = *(const uint64_t *)(cur + start + a);
+        *(uint64_t *)(prev + start + a) = *dst;
+      } else { // the region's last bytes
+        uint64_t v = 0;
+        for (size_t k = a; k < plen; k++) {
+          v |= (uint64_t)cur[start + k] << (8 * (k - a));
+          prev[start + k] = cur[start + k];
+        }
+        *dst = v;
+      }
     }
+    before += __popcll(word);
   }
 }
 
@@ -145,7 +195,8 @@ int c_open(int device, void **out) {
   rc = cuda_err(cudaStreamCreateWithFlags(&s->s, cudaStreamNonBlocking), "stream");
   for (int i = 0; i < 2 && !rc; i++)
     rc = cuda_err(cudaEventCreateWithFlags(&s->stage[i].done, cudaEventDisableTiming), "event");
-  if (!rc) rc = cuda_err(cudaMalloc(&s->dcount, sizeof(unsigned)), "malloc");
+  if (!rc) rc = cuda_err(cudaMalloc(&s->totals, 2 * sizeof(uint64_t)), "malloc");
+  if (!rc) rc = cuda_err(cudaHostAlloc(&s->htotals, 2 * sizeof(uint64_t), cudaHostAllocDefault), "pinned");
   if (rc) {
     delete s;
     return rc;
@@ -163,8 +214,14 @@ void c_close(void *p) {
     cudaFree(st.dev);
     cudaEventDestroy(st.done);
   }
-  cudaFree(s->dout);
-  cudaFree(s->dcount);
+  for (uint32_t *p : {s->gcount, s->pflag, s->goff, s->poff}) cudaFree(p);
+  cudaFree(s->scan_tmp);
+  cudaFree(s->totals);
+  cudaFree(s->dpages);
+  cudaFree(s->ddata);
+  cudaFreeHost(s->htotals);
+  cudaFreeHost(s->hpages);
+  cudaFreeHost(s->hdata);
   cudaStreamDestroy(s->s);
   delete s;
 }
@@ -190,7 +247,7 @@ int c_copy(void *p, void *dst, const void *src, size_t n) {
 }
 
 int c_apply(void *p, void *dptr, size_t size, const uint8_t *bytes, size_t len,
-            const uint32_t *offs, size_t n, uint64_t epoch) {
+            const uint32_t *offs, size_t n, uint64_t epoch, int threads) {
   Stream *s = (Stream *)p;
   Stage &st = s->stage[epoch & 1];
   int rc = cuda_err(cudaEventSynchronize(st.done), "staging"); // its last epoch is done
@@ -206,7 +263,7 @@ int c_apply(void *p, void *dptr, size_t size, const uint8_t *bytes, size_t len,
     st.cap = rc ? 0 : cap;
   }
   if (rc) return rc;
-  memcpy(st.host, bytes, len);
+  mmsb_parallel_copy(st.host, bytes, len, threads);
   memcpy(st.host + olen, offs, n * sizeof(uint32_t));
   uint32_t *group = (uint32_t *)(st.host + olen) + n, ng = 0;
   uint64_t last = UINT64_MAX;
@@ -234,39 +291,78 @@ int c_wait(void *p, uint64_t e) {
   return cuda_err(cudaStreamSynchronize(s->s), "wait");
 }
 
-int cmp_page(const void *a, const void *b) {
-  uint64_t x = ((const mmsb_dirty_page *)a)->page, y = ((const mmsb_dirty_page *)b)->page;
-  return x < y ? -1 : x > y;
+// Grows a device buffer and its pinned host twin to n elements of T.
+template <class T> int grow_pair(T **dev, T **host, size_t *cap, size_t n) {
+  if (n <= *cap) return MMSB_OK;
+  cudaFree(*dev);
+  cudaFreeHost(*host);
+  *dev = *host = nullptr;
+  *cap = 0;
+  size_t c = n + n / 2;
+  int rc = cuda_err(cudaMalloc(dev, c * sizeof(T)), "diff buffer");
+  if (!rc) rc = cuda_err(cudaHostAlloc(host, c * sizeof(T), cudaHostAllocDefault), "diff buffer");
+  if (!rc) *cap = c;
+  return rc;
 }
 
-int c_diff(void *p, void *cur, void *prev, size_t size, mmsb_dirty_page **out, size_t *n) {
+// The per-page arrays and the scan's scratch for np pages.
+int diff_setup(Stream *s, size_t np) {
+  if (np > UINT32_MAX) return mmsb_fail(MMSB_EINVAL, "diff of %zu pages", np);
+  int rc = MMSB_OK;
+  if (np > s->np_cap) {
+    for (uint32_t **p : {&s->gcount, &s->pflag, &s->goff, &s->poff}) {
+      cudaFree(*p);
+      *p = nullptr;
+    }
+    s->np_cap = 0;
+    for (uint32_t **p : {&s->gcount, &s->pflag, &s->goff, &s->poff})
+      if (!rc) rc = cuda_err(cudaMalloc(p, np * sizeof(uint32_t)), "diff counts");
+    if (rc) return rc;
+    s->np_cap = np;
+  }
+  size_t need = 0;
+  rc = cuda_err(cub::DeviceScan::ExclusiveSum(nullptr, need, s->gcount, s->goff, (int)np, s->s), "scan");
+  if (!rc && need > s->scan_cap) {
+    cudaFree(s->scan_tmp);
+    s->scan_cap = 0;
+    rc = cuda_err(cudaMalloc(&s->scan_tmp, need), "scan scratch");
+    if (!rc) s->scan_cap = need;
+  }
+  return rc;
+}
+
+int c_diff(void *p, void *cur, void *prev, size_t size, mmsb_diff *out) {
   Stream *s = (Stream *)p;
   size_t np = (size + MMSB_PAGE_SIZE - 1) / MMSB_PAGE_SIZE;
-  int rc = MMSB_OK;
-  if (np > s->dout_cap) {
-    cudaFree(s->dout);
-    s->dout = nullptr;
-    rc = cuda_err(cudaMalloc(&s->dout, np * sizeof(mmsb_dirty_page)), "diff buffer");
-    s->dout_cap = rc ? 0 : np;
-  }
-  if (!rc) rc = cuda_err(cudaMemsetAsync(s->dcount, 0, sizeof(unsigned), s->s), "memset");
+  *out = mmsb_diff{nullptr, 0, nullptr, 0};
+  if (np == 0) return MMSB_OK;
+  int rc = diff_setup(s, np);
   if (rc) return rc;
-  diff_kernel<<<(unsigned)np, 64, 0, s->s>>>((uint8_t *)cur, (uint8_t *)prev, size, s->dout, s->dcount);
-  unsigned count = 0;
-  rc = cuda_err(cudaGetLastError(), "diff kernel");
-  if (!rc) rc = cuda_err(cudaMemcpyAsync(&count, s->dcount, sizeof count, cudaMemcpyDeviceToHost, s->s), "count");
+  diff_count<<<(unsigned)np, 64, 0, s->s>>>((const uint8_t *)cur, (const uint8_t *)prev, size,
+                                             s->gcount, s->pflag);
+  size_t tmp = s->scan_cap;
+  rc = cuda_err(cub::DeviceScan::ExclusiveSum(s->scan_tmp, tmp, s->gcount, s->goff, (int)np, s->s), "scan");
+  if (!rc) rc = cuda_err(cub::DeviceScan::ExclusiveSum(s->scan_tmp, tmp, s->pflag, s->poff, (int)np, s->s), "scan");
+  if (rc) return rc;
+  diff_totals<<<1, 1, 0, s->s>>>(s->gcount, s->pflag, s->goff, s->poff, np, s->totals);
+  rc = cuda_err(cudaMemcpyAsync(s->htotals, s->totals, 2 * sizeof(uint64_t), cudaMemcpyDeviceToHost, s->s), "totals");
   if (!rc) rc = cuda_err(cudaStreamSynchronize(s->s), "diff");
   if (rc) return rc;
-  mmsb_dirty_page *h = (mmsb_dirty_page *)malloc(count ? count * sizeof *h : 1);
-  if (!h) return mmsb_fail(MMSB_ENOMEM, "diff result");
-  if (count) rc = c_download(s, h, s->dout, count * sizeof *h);
-  if (rc) {
-    free(h);
-    return rc;
-  }
-  qsort(h, count, sizeof *h, cmp_page);
-  *out = h;
-  *n = count;
+  size_t npages = s->htotals[0], ngran = s->htotals[1];
+  if (npages == 0) return MMSB_OK;
+  rc = grow_pair(&s->dpages, &s->hpages, &s->pages_cap, npages);
+  if (!rc) rc = grow_pair(&s->ddata, &s->hdata, &s->data_cap, ngran);
+  if (rc) return rc;
+  diff_emit<<<(unsigned)np, 64, 0, s->s>>>((const uint8_t *)cur, (uint8_t *)prev, size, s->gcount,
+                                            s->goff, s->poff, s->dpages, s->ddata);
+  rc = cuda_err(cudaGetLastError(), "diff kernels");
+  if (!rc) rc = cuda_err(cudaMemcpyAsync(s->hpages, s->dpages, npages * sizeof(mmsb_diff_page),
+                                         cudaMemcpyDeviceToHost, s->s), "diff pages");
+  if (!rc) rc = cuda_err(cudaMemcpyAsync(s->hdata, s->ddata, ngran * sizeof(uint64_t),
+                                         cudaMemcpyDeviceToHost, s->s), "diff data");
+  if (!rc) rc = cuda_err(cudaStreamSynchronize(s->s), "diff");
+  if (rc) return rc;
+  *out = mmsb_diff{s->hpages, npages, s->hdata, ngran};
   return MMSB_OK;
 }
 

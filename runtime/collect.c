@@ -11,7 +11,8 @@
  * list into parts that run on the worker pool (pool.c) when the epoch is
  * large: reading the dirty bytes is one cache and TLB miss per page, spread
  * over the whole region, and a single thread spends most of its time
- * waiting for them.  The batch is byte-identical for any number of threads.
+ * waiting for them (see copy_q for how a thread keeps many in flight).  The
+ * batch is byte-identical for any number of threads.
  */
 #include "internal.h"
 
@@ -22,8 +23,7 @@
 
 enum {
   PART_MIN = 1024, /* pages: smaller parts cost more to hand out than to run */
-  AHEAD = 16,       /* pages: granule lines and dirty lines prefetched ahead */
-  MAX_LINES = 8    /* dirty lines prefetched per page */
+  AHEAD = 16       /* pages: granule lines prefetched ahead */
 };
 
 /* Finds the next run [lo, hi) of set bits in a page's 512 granule bits,
@@ -68,28 +68,54 @@ static size_t page_body(const uint64_t g[8], size_t plen, uint32_t *nruns, bool 
   return body;
 }
 
-/* Copies n bytes (a multiple of the granule but for a region's last
- * bytes) 8 at a time: runs are mostly one or two granules, and a memcpy of
- * variable length measured 2.3x slower here than this loop. */
-static inline void copy_run(uint8_t *dst, const uint8_t *src, size_t n) {
-  size_t k = 0;
-  for (; k + 8 <= n; k += 8) memcpy(dst + k, src + k, 8);
-  for (; k < n; k++) dst[k] = src[k];
+/* The copies of a part's dirty bytes are queued, not done on the spot:
+ * writing a page's headers is bit scanning with branches that keep few
+ * loads in flight, while a loop of nothing but copies keeps many cache
+ * misses in flight at once (the region's dirty lines are spread all over
+ * it).  A queue holds at least a page's worth (256 runs). */
+#define COPY_MAX 1024
+typedef struct copy_q {
+  size_t n;
+  struct { uint8_t *dst; const uint8_t *src; size_t len; } c[COPY_MAX];
+} copy_q;
+
+/* Copies 8 bytes at a time: runs are mostly one or two granules, and a
+ * memcpy of variable length measured 2.3x slower here than this loop. */
+static void copy_flush(copy_q *q) {
+  for (size_t i = 0; i < q->n; i++) {
+    uint8_t *dst = q->c[i].dst;
+    const uint8_t *src = q->c[i].src;
+    size_t n = q->c[i].len, k = 0;
+    if (n >= 256) {
+      memcpy(dst, src, n);
+      continue;
+    }
+    for (; k + 8 <= n; k += 8) memcpy(dst + k, src + k, 8);
+    for (; k < n; k++) dst[k] = src[k];
+  }
+  q->n = 0;
+}
+
+static inline void copy_push(copy_q *q, uint8_t *dst, const uint8_t *src, size_t len) {
+  q->c[q->n].dst = dst;
+  q->c[q->n].src = src;
+  q->c[q->n++].len = len;
 }
 
 /* Writes the delta of a page (region page `page`, granule bits g) at o;
  * plan is what page_body found: the body size, PLAN_WHOLE for a whole page.
- * Returns the delta's length. */
+ * Its bytes are queued on q.  Returns the delta's length. */
 static size_t emit_page(uint8_t *o, const mmsb_region *r, size_t page, const uint64_t g[8],
-                        uint32_t plan) {
+                        uint32_t plan, copy_q *q) {
   size_t start = page * MMSB_PAGE_SIZE;
   size_t plen = r->size - start < MMSB_PAGE_SIZE ? r->size - start : MMSB_PAGE_SIZE;
   const uint8_t *src = r->data + start;
   uint8_t *w = o + MMSB_DELTA_HDR;
   bool whole = plan & PLAN_WHOLE;
   uint32_t nruns = 0, body = plan & ~PLAN_WHOLE;
+  if (q->n + GRANS_PER_PAGE / 2 > COPY_MAX) copy_flush(q);
   if (whole) {
-    memcpy(w, src, plen);
+    copy_push(q, w, src, plen);
   } else {
     unsigned pos = 0, lo, hi;
     for (uint8_t *end = w + body; w < end && next_run(g, &pos, &lo, &hi); nruns++) {
@@ -98,7 +124,7 @@ static size_t emit_page(uint8_t *o, const mmsb_region *r, size_t page, const uin
       uint16_t off16 = (uint16_t)a, n16 = (uint16_t)n;
       memcpy(w, &off16, 2);
       memcpy(w + 2, &n16, 2);
-      copy_run(w + MMSB_RUN_HDR, src + a, n);
+      copy_push(q, w + MMSB_RUN_HDR, src + a, n);
       w += MMSB_RUN_HDR + n;
     }
   }
@@ -106,35 +132,13 @@ static size_t emit_page(uint8_t *o, const mmsb_region *r, size_t page, const uin
   return MMSB_DELTA_HDR + body;
 }
 
-/* A prefetch the compiler keeps: GCC deletes a loop whose only effect is
- * __builtin_prefetch (it found prefetch_dirty's loop side-effect free). */
-static inline void prefetch_line(const void *p) {
-#if defined(__x86_64__) || defined(__i386__)
-  __asm__ volatile("prefetcht0 %0" : : "m"(*(const char *)p));
-#else
-  __builtin_prefetch(p);
-  __asm__ volatile("" : : "r"(p) : "memory");
-#endif
-}
-
-/* Prefetches the cache lines of up to MAX_LINES dirty granules of a page. */
-static inline void prefetch_dirty(const uint64_t g[8], const uint8_t *src) {
-  int n = 0;
-  for (int w = 0; w < 8 && n < MAX_LINES; w++) {
-    for (uint64_t x = g[w]; x && n < MAX_LINES; n++) {
-      unsigned bit = (unsigned)__builtin_ctzll(x);
-      prefetch_line(src + ((size_t)w * 64 + bit) * MMSB_GRANULE);
-      x &= ~((2ull << (bit | 7)) - 1); /* the rest of this line's 8 granules */
-    }
-  }
-}
-
 /* One collection job: the dirty pages of one region, cut into parts. */
 typedef struct job {
   const mmsb_region *r;
   mmsb_win_maps *m;
   const size_t *pages;   /* window page numbers, ascending */
-  uint32_t *plan;        /* per page: body size (0: no delta) | PLAN_WHOLE */
+  uint32_t *plan;        /* per page: body size (0: no delta) | PLAN_WHOLE;
+                            NULL: one pass, each page sized as it is filled */
   size_t n, p0;          /* pages; the region's first window page */
   size_t *bytes, *deltas; /* per part: pass 1 sizes, then pass 2 starts */
   uint8_t *out;          /* pass 2: where the region's deltas go */
@@ -147,20 +151,25 @@ static void part_range(const job *j, int part, int nparts, size_t *lo, size_t *h
   *hi = j->n * (size_t)(part + 1) / (size_t)nparts;
 }
 
+/* The plan of one page, found from its granule bits. */
+static uint32_t plan_page(const job *j, size_t i) {
+  size_t page = j->pages[i] - j->p0, start = page * MMSB_PAGE_SIZE;
+  size_t plen = j->r->size - start < MMSB_PAGE_SIZE ? j->r->size - start : MMSB_PAGE_SIZE;
+  uint32_t nruns;
+  bool whole;
+  size_t body = page_body(j->m->gran + j->pages[i] * 8, plen, &nruns, &whole);
+  return (uint32_t)body | (whole ? PLAN_WHOLE : 0);
+}
+
 static void size_part(void *ctx, int part, int nparts) {
   job *j = ctx;
   size_t lo, hi, bytes = 0, deltas = 0;
   part_range(j, part, nparts, &lo, &hi);
   for (size_t i = lo; i < hi; i++) {
     if (i + AHEAD < hi) __builtin_prefetch(j->m->gran + j->pages[i + AHEAD] * 8);
-    size_t page = j->pages[i] - j->p0, start = page * MMSB_PAGE_SIZE;
-    size_t plen = j->r->size - start < MMSB_PAGE_SIZE ? j->r->size - start : MMSB_PAGE_SIZE;
-    uint32_t nruns;
-    bool whole;
-    size_t body = page_body(j->m->gran + j->pages[i] * 8, plen, &nruns, &whole);
-    j->plan[i] = (uint32_t)body | (whole ? PLAN_WHOLE : 0);
-    if (body) {
-      bytes += MMSB_DELTA_HDR + body;
+    j->plan[i] = plan_page(j, i);
+    if (j->plan[i]) {
+      bytes += MMSB_DELTA_HDR + (j->plan[i] & ~PLAN_WHOLE);
       deltas++;
     }
   }
@@ -168,22 +177,27 @@ static void size_part(void *ctx, int part, int nparts) {
   j->deltas[part] = deltas;
 }
 
+/* Writes the part's deltas from bytes[part] and deltas[part] on; both
+ * become the part's ends. */
 static void fill_part(void *ctx, int part, int nparts) {
   job *j = ctx;
   size_t lo, hi, at = j->bytes[part], d = j->deltas[part];
   part_range(j, part, nparts, &lo, &hi);
+  copy_q q;
+  q.n = 0;
   for (size_t i = lo; i < hi; i++) {
-    if (i + 2 * AHEAD < hi) __builtin_prefetch(j->m->gran + j->pages[i + 2 * AHEAD] * 8);
-    if (i + AHEAD < hi)
-      prefetch_dirty(j->m->gran + j->pages[i + AHEAD] * 8,
-                     j->r->data + (j->pages[i + AHEAD] - j->p0) * MMSB_PAGE_SIZE);
+    if (i + AHEAD < hi) __builtin_prefetch(j->m->gran + j->pages[i + AHEAD] * 8);
     uint64_t *g = j->m->gran + j->pages[i] * 8;
-    if (j->plan[i]) {
+    uint32_t plan = j->plan ? j->plan[i] : plan_page(j, i);
+    if (plan) {
       j->index[d++] = j->base + at;
-      at += emit_page(j->out + at, j->r, j->pages[i] - j->p0, g, j->plan[i]);
+      at += emit_page(j->out + at, j->r, j->pages[i] - j->p0, g, plan, &q);
     }
     memset(g, 0, 8 * sizeof *g);
   }
+  copy_flush(&q);
+  j->bytes[part] = at;
+  j->deltas[part] = d;
 }
 
 /* The dirty page list and its plans; collection runs under mmsb_mark_lock,
@@ -226,31 +240,37 @@ static size_t take_pages(mmsb_win_maps *m, const mmsb_region *r) {
   return n;
 }
 
+/* Few pages: one pass on this thread, into room for every page whole (at
+ * most ONE_PASS_MAX pages: 16 MiB). */
+#define ONE_PASS_MAX 4096
+
 int mmsb_collect_region(mmsb_bus *bus, mmsb_region *r, mmsb_batch *b) {
   mmsb_win_maps *m = &mmsb_maps[r->win];
   size_t n = take_pages(m, r);
   if (n == SIZE_MAX) return mmsb_fail(MMSB_ENOMEM, "dirty page list");
   if (n == 0) return MMSB_OK;
-  uint32_t *pl = mmsb_grow(plans, &plan_cap, n, sizeof *pl);
-  if (!pl) {
-    put_back(m, plist, n);
-    return mmsb_fail(MMSB_ENOMEM, "dirty page plans");
-  }
-  plans = pl;
   int threads = bus->cfg.commit_threads > 0 ? bus->cfg.commit_threads : 1;
   int nparts = n / PART_MIN < (size_t)threads ? (int)(n / PART_MIN) : threads;
   if (nparts < 1) nparts = 1;
-  size_t bytes[64], deltas[64];
   if (nparts > 64) nparts = 64;
-  job j = {r, m, plist, plans, n, r->win_off >> PAGE_SHIFT, bytes, deltas, NULL, NULL, 0};
-  mmsb_pool_run(nparts, size_part, &j);
-  size_t total = 0, count = 0;
-  for (int i = 0; i < nparts; i++) { /* sizes become starts */
-    size_t bt = bytes[i], dt = deltas[i];
-    bytes[i] = total;
-    deltas[i] = count;
-    total += bt;
-    count += dt;
+  size_t bytes[64] = {0}, deltas[64] = {0}, total = n * (MMSB_DELTA_HDR + MMSB_PAGE_SIZE), count = n;
+  job j = {r, m, plist, NULL, n, r->win_off >> PAGE_SHIFT, bytes, deltas, NULL, NULL, 0};
+  if (nparts > 1 || n > ONE_PASS_MAX) { /* size first: the parts' starts */
+    j.plan = mmsb_grow(plans, &plan_cap, n, sizeof *plans);
+    if (!j.plan) {
+      put_back(m, plist, n);
+      return mmsb_fail(MMSB_ENOMEM, "dirty page plans");
+    }
+    plans = j.plan;
+    mmsb_pool_run(nparts, size_part, &j);
+    total = count = 0;
+    for (int i = 0; i < nparts; i++) { /* sizes become starts */
+      size_t bt = bytes[i], dt = deltas[i];
+      bytes[i] = total;
+      deltas[i] = count;
+      total += bt;
+      count += dt;
+    }
   }
   int rc = mmsb_batch_reserve_many(b, count, total);
   if (rc) {
@@ -261,6 +281,6 @@ int mmsb_collect_region(mmsb_bus *bus, mmsb_region *r, mmsb_batch *b) {
   j.out = b->bytes.p + j.base;
   j.index = b->index + b->count;
   mmsb_pool_run(nparts, fill_part, &j);
-  mmsb_batch_commit_many(b, count, total);
+  mmsb_batch_commit_many(b, deltas[nparts - 1], bytes[nparts - 1]);
   return MMSB_OK;
 }

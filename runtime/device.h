@@ -12,12 +12,21 @@
 extern "C" {
 #endif
 
-/* One page found changed by a diff: its index and its 512 granule bits. */
-typedef struct mmsb_dirty_page {
+/* What a diff found changed: each changed page's index and 512 granule
+ * bits, and the new bytes of the changed granules only, page after page, in
+ * granule order (popcount(mask) granules of 8 bytes for each page; bytes of
+ * a last granule past the region's end are 0).  The backend owns the
+ * arrays; they stay valid until the next diff or close on that stream. */
+typedef struct mmsb_diff_page {
   uint64_t page;
   uint64_t mask[8];
-  uint8_t data[4096];  /* the page's new bytes */
-} mmsb_dirty_page;
+} mmsb_diff_page;
+typedef struct mmsb_diff {
+  const mmsb_diff_page *pages;
+  size_t npages;
+  const uint64_t *data;
+  size_t ngran;
+} mmsb_diff;
 
 typedef struct mmsb_dev_ops {
   const char *name;
@@ -32,15 +41,15 @@ typedef struct mmsb_dev_ops {
   /* Applies `n` deltas, bytes[offs[i]...], to the copy at dptr of a region
    * of `size` bytes, in order: offs is sorted by page (stably), and deltas
    * of one page are applied one after the other (an accumulation after the
-   * ASSIGN it follows).  Asynchronous on the stream. */
+   * ASSIGN it follows).  Asynchronous on the stream; the host work (packing
+   * into staging) may use up to `threads` threads of the runtime's pool. */
   int (*apply)(void *stream, void *dptr, size_t size, const uint8_t *bytes, size_t len,
-               const uint32_t *offs, size_t n, uint64_t epoch);
+               const uint32_t *offs, size_t n, uint64_t epoch, int threads);
   /* Blocks until the work queued up to epoch e is done. */
   int (*wait)(void *stream, uint64_t epoch);
-  /* Compares cur with prev (size bytes) and returns the pages that differ,
-   * with their changed granules; *out is malloc'ed; prev is then updated. */
-  int (*diff)(void *stream, void *cur, void *prev, size_t size, mmsb_dirty_page **out,
-              size_t *n);
+  /* Compares cur with prev (size bytes), fills *out with the changed
+   * granules, and updates prev to cur. */
+  int (*diff)(void *stream, void *cur, void *prev, size_t size, mmsb_diff *out);
   /* The cudaStream_t that user kernels of GPU nodes are launched on. */
   void *(*native)(void *stream);
 } mmsb_dev_ops;

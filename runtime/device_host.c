@@ -11,12 +11,25 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* The host "stream": the diff's output arrays, reused. */
+typedef struct host_stream {
+  mmsb_diff_page *pages;
+  uint64_t *data;
+  size_t cap_pages, cap_data;
+} host_stream;
+
 static int h_open(int device, void **stream) {
   (void)device;
-  *stream = NULL;
-  return MMSB_OK;
+  *stream = calloc(1, sizeof(host_stream));
+  return *stream ? MMSB_OK : mmsb_fail(MMSB_ENOMEM, "host mirror stream");
 }
-static void h_close(void *stream) { (void)stream; }
+static void h_close(void *stream) {
+  host_stream *h = stream;
+  if (!h) return;
+  free(h->pages);
+  free(h->data);
+  free(h);
+}
 static int h_alloc(size_t n, void **p) {
   *p = calloc(1, n ? n : 1);
   return *p ? MMSB_OK : mmsb_fail(MMSB_ENOMEM, "host mirror of %zu bytes", n);
@@ -50,8 +63,9 @@ void mmsb_apply_one(uint8_t *base, size_t size, const uint8_t *d) {
 }
 
 static int h_apply(void *s, void *dptr, size_t size, const uint8_t *bytes, size_t len,
-                   const uint32_t *offs, size_t n, uint64_t epoch) {
+                   const uint32_t *offs, size_t n, uint64_t epoch, int threads) {
   (void)s;
+  (void)threads;
   (void)len;
   (void)epoch;
   for (size_t i = 0; i < n; i++) mmsb_apply_one(dptr, size, bytes + offs[i]);
@@ -59,31 +73,33 @@ static int h_apply(void *s, void *dptr, size_t size, const uint8_t *bytes, size_
 }
 static int h_wait(void *s, uint64_t e) { (void)s; (void)e; return MMSB_OK; }
 
-static int h_diff(void *s, void *cur, void *prev, size_t size, mmsb_dirty_page **out,
-                  size_t *n) {
-  (void)s;
+/* The diff kernels' work on the CPU: the changed granules of each page,
+ * appended in order; prev takes the new bytes. */
+static int h_diff(void *s, void *cur, void *prev, size_t size, mmsb_diff *out) {
+  host_stream *h = s;
   uint8_t *c = cur, *p = prev;
-  size_t np = (size + MMSB_PAGE_SIZE - 1) / MMSB_PAGE_SIZE, k = 0;
-  mmsb_dirty_page *list = NULL;
+  size_t np = (size + MMSB_PAGE_SIZE - 1) / MMSB_PAGE_SIZE, npg = 0, ng = 0;
   for (size_t pg = 0; pg < np; pg++) {
-    size_t start = pg * MMSB_PAGE_SIZE, plen = size - start < MMSB_PAGE_SIZE ? size - start : MMSB_PAGE_SIZE;
+    size_t start = pg * MMSB_PAGE_SIZE, plen = mmsb_page_len(size, pg);
     if (memcmp(c + start, p + start, plen) == 0) continue;
-    mmsb_dirty_page d;
-    memset(&d, 0, offsetof(mmsb_dirty_page, data));
-    d.page = pg;
+    mmsb_diff_page *tp = mmsb_grow(h->pages, &h->cap_pages, npg + 1, sizeof *tp);
+    if (tp) h->pages = tp;
+    uint64_t *td = tp ? mmsb_grow(h->data, &h->cap_data, ng + 512, sizeof *td) : NULL;
+    if (!td) return mmsb_fail(MMSB_ENOMEM, "diff of %zu bytes", size);
+    h->data = td;
+    mmsb_diff_page *d = &h->pages[npg++];
+    memset(d, 0, sizeof *d);
+    d->page = pg;
     for (size_t g = 0; g * 8 < plen; g++) {
       size_t a = start + g * 8, l = plen - g * 8 < 8 ? plen - g * 8 : 8;
-      if (memcmp(c + a, p + a, l)) d.mask[g >> 6] |= (uint64_t)1 << (g & 63);
+      if (!memcmp(c + a, p + a, l)) continue;
+      d->mask[g >> 6] |= (uint64_t)1 << (g & 63);
+      h->data[ng] = 0;
+      memcpy(&h->data[ng++], c + a, l);
+      memcpy(p + a, c + a, l);
     }
-    mmsb_dirty_page *t = realloc(list, (k + 1) * sizeof *t);
-    if (!t) { free(list); return mmsb_fail(MMSB_ENOMEM, "diff"); }
-    list = t;
-    memcpy(d.data, c + start, plen);
-    list[k++] = d;
-    memcpy(p + start, c + start, plen);
   }
-  *out = list;
-  *n = k;
+  *out = (mmsb_diff){h->pages, npg, h->data, ng};
   return MMSB_OK;
 }
 

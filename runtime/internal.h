@@ -32,8 +32,9 @@ typedef void (*mmsb_part_fn)(void *ctx, int part, int nparts);
 /* Runs fn(ctx, i, nparts) for every part i, on the caller and the pool's
  * threads; returns when all are done (the number of threads used). */
 int mmsb_pool_run(int nparts, mmsb_part_fn fn, void *ctx);
-/* Online CPUs, at most 8: the default of commit_threads. */
+/* Online CPUs, at most 16: the default of commit_threads. */
 int mmsb_default_threads(void);
+void mmsb_parallel_copy(void *dst, const void *src, size_t n, int threads);
 
 /* ---- nameidx.c: name -> object (the object holds its name at name_off) ---- */
 typedef struct mmsb_nameidx {

@@ -70,7 +70,9 @@ static int catch_up(mmsb_mirror *m, const mmsb_batch *b) {
   if (m->applied >= e) return MMSB_OK;
   size_t first = 0, n = 0, len = 0;
   int rc = gather(m, b, &first, &n, &len);
-  if (!rc && n) rc = m->ops->apply(m->stream, m->dptr, m->r->size, b->bytes.p + first, len, m->offs, n, e);
+  if (!rc && n)
+    rc = m->ops->apply(m->stream, m->dptr, m->r->size, b->bytes.p + first, len, m->offs, n, e,
+                       m->bus->cfg.commit_threads);
   if (!rc) m->applied = e;
   return rc;
 }
@@ -167,20 +169,25 @@ typedef struct gpu_node {
   int nin, nout;
 } gpu_node;
 
-/* Writes a diff's changed granules into the host region and marks them. */
-static void take_back(mmsb_mirror *m, const mmsb_dirty_page *d, size_t n) {
+/* Writes a diff's changed granules into the host region and marks them:
+ * one copy and one mark per run of granules. */
+static void take_back(mmsb_mirror *m, const mmsb_diff *d) {
   mmsb_region *r = m->r;
-  for (size_t i = 0; i < n; i++) {
-    size_t start = d[i].page * MMSB_PAGE_SIZE;
-    for (unsigned g = 0; g < 512;) { /* one copy and one mark per run of granules */
-      if (!(d[i].mask[g >> 6] >> (g & 63) & 1)) { g++; continue; }
+  const uint64_t *data = d->data;
+  for (size_t i = 0; i < d->npages; i++) {
+    const uint64_t *mask = d->pages[i].mask;
+    size_t start = d->pages[i].page * MMSB_PAGE_SIZE;
+    for (unsigned g = 0; g < 512;) {
+      if (!(mask[g >> 6] >> (g & 63) & 1)) { g++; continue; }
       unsigned e = g;
-      while (e < 512 && (d[i].mask[e >> 6] >> (e & 63) & 1)) e++;
+      while (e < 512 && (mask[e >> 6] >> (e & 63) & 1)) e++;
       size_t a = start + g * 8ul, l = (e - g) * 8ul;
-      if (a >= r->size) break;
-      if (l > r->size - a) l = r->size - a;
-      memcpy(r->data + a, d[i].data + g * 8ul, l);
-      mmsb_mark_range((uintptr_t)r->data + a, l);
+      if (a < r->size) {
+        if (l > r->size - a) l = r->size - a;
+        memcpy(r->data + a, data, l);
+        mmsb_mark_range((uintptr_t)r->data + a, l);
+      }
+      data += e - g;
       g = e;
     }
   }
@@ -202,11 +209,9 @@ static int gpu_run(void *ctx) {
   if (g->launch(g->ctx, stream, in, out) != 0) return 1;
   for (int i = 0; i < g->nout && !rc; i++) {
     mmsb_mirror *m = g->out[i];
-    mmsb_dirty_page *d = NULL;
-    size_t n = 0;
-    rc = m->ops->diff(m->stream, m->dptr, m->dprev, m->r->size, &d, &n);
-    if (!rc) take_back(m, d, n);
-    free(d);
+    mmsb_diff d;
+    rc = m->ops->diff(m->stream, m->dptr, m->dprev, m->r->size, &d);
+    if (!rc) take_back(m, &d);
     m->applied = mmsb_batch_epoch(b); /* it holds this epoch's output already */
   }
   return rc;

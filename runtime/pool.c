@@ -11,6 +11,7 @@
 #include "internal.h"
 
 #include <stdlib.h>
+#include <string.h>
 #include <unistd.h>
 
 #define POOL_MAX 64
@@ -109,7 +110,29 @@ int mmsb_pool_run(int nparts, mmsb_part_fn fn, void *ctx) {
   return used;
 }
 
+/* Copies n bytes from src to dst on up to `threads` threads (parts of at
+ * least 1 MiB): filling pinned staging from a batch that other threads
+ * wrote is bound by their caches, not by one core's copy speed. */
+typedef struct copy_job {
+  uint8_t *dst;
+  const uint8_t *src;
+  size_t n;
+} copy_job;
+
+static void copy_part(void *ctx, int part, int nparts) {
+  copy_job *c = ctx;
+  size_t lo = c->n * (size_t)part / (size_t)nparts, hi = c->n * (size_t)(part + 1) / (size_t)nparts;
+  memcpy(c->dst + lo, c->src + lo, hi - lo);
+}
+
+void mmsb_parallel_copy(void *dst, const void *src, size_t n, int threads) {
+  size_t parts = n >> 20;
+  if (parts > (size_t)threads) parts = (size_t)threads;
+  copy_job c = {dst, src, n};
+  mmsb_pool_run(parts < 1 ? 1 : (int)parts, copy_part, &c);
+}
+
 int mmsb_default_threads(void) {
   long n = sysconf(_SC_NPROCESSORS_ONLN);
-  return n < 1 ? 1 : n > 8 ? 8 : (int)n;
+  return n < 1 ? 1 : n > 16 ? 16 : (int)n;
 }

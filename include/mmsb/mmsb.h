@@ -92,9 +92,11 @@ typedef struct mmsb_config {
                              on up to this many threads (MMSB_THREADS; 1) */
   int commit_threads;     /* collection of a large epoch (2048 dirty pages or
                              more) runs on up to this many threads of the
-                             runtime's own pool (MMSB_COMMIT_THREADS; default
-                             the online CPUs, at most 8; 1: the committing
-                             thread alone).  No user code runs on them. */
+                             runtime's own pool, and so does the copy of a
+                             large epoch into a mirror's pinned staging
+                             (MMSB_COMMIT_THREADS; default the online CPUs,
+                             at most 16; 1: the committing thread alone).
+                             No user code runs on them. */
 } mmsb_config;
 
 /* Fills defaults, then applies the MMSB_* environment variables. */
