@@ -3,8 +3,8 @@
 // apply: a region's deltas of one epoch are copied into pinned staging
 // memory (two buffers, used by alternate epochs, so packing epoch e+1
 // overlaps the transfer and kernel of epoch e), sent with one
-// cudaMemcpyAsync and applied by one launch: one block per delta, whole
-// pages and runs copied cooperatively by the block's threads, with the
+// cudaMemcpyAsync and applied by one launch: one warp per page (its deltas
+// in order), whole pages and runs copied cooperatively by the lanes, with the
 // same per-page code as the host backend (include/mmsb/page_apply.h).
 // diff: a first kernel counts each page's changed granules (one block per
 // page, warp ballots); two exclusive prefix sums (CUB) over the counts give
@@ -56,54 +56,65 @@ int cuda_err(cudaError_t e, const char *what) {
                    cudaGetErrorString(e));
 }
 
-// One delta, applied by the whole block.
-__device__ void apply_delta(uint8_t *base, size_t size, const uint8_t *d) {
+// A warp applies a page's deltas: most pages of a sparse epoch carry one or
+// two runs of 8 bytes, so a block per page left most of its threads idle.
+constexpr unsigned WARPS = 8;      // warps (pages) a block
+constexpr uint32_t RUN_CHUNK = 64; // run starts a warp finds at a time
+
+// One delta, applied by the calling warp; start: the warp's shared scratch.
+__device__ void apply_delta(uint8_t *base, size_t size, const uint8_t *d, uint32_t *start) {
+  unsigned lane = threadIdx.x & 31;
   mmsb_dhdr h;
   mmsb_dhdr_read(d, &h);
-  uint8_t op = h.op, type = h.type;
-  uint32_t nruns = h.nruns;
   uint8_t *pg = base + h.page * MMSB_PAGE_SIZE;
   uint32_t plen = mmsb_page_len(size, h.page);
   const uint8_t *b = d + MMSB_DELTA_HDR;
-  if (h.form == MMSB_FORM_PAGE) { // 16 bytes a thread
+  if (h.form == MMSB_FORM_PAGE) { // 16 bytes a lane
     uint32_t n = h.body <= plen ? h.body : plen;
-    for (uint32_t lo = threadIdx.x * 16; lo < n; lo += blockDim.x * 16) {
+    for (uint32_t lo = lane * 16; lo < n; lo += 32 * 16) {
       uint32_t hi = lo + 16 < n ? lo + 16 : n;
       if (hi - lo == 16 && !(((uintptr_t)(b + lo)) & 15))
         *(uint4 *)(pg + lo) = *(const uint4 *)(b + lo);
       else
         mmsb_run_apply_part(pg, 0, b, lo, hi, 0, 0);
     }
-    return; // uniform across the block: every thread returns here
+    return; // uniform across the warp
   }
-  // Runs: thread 0 finds where each run starts; the block shares them out.
-  __shared__ uint32_t start[512];
-  __shared__ uint32_t count;
-  if (threadIdx.x == 0) {
-    uint32_t at = 0, r = 0;
-    for (; r < nruns && r < 512; r++) {
-      start[r] = at;
-      uint16_t len;
-      memcpy(&len, b + at + 2, 2);
-      at += 4u + len;
+  // Runs: lane 0 finds where the next RUN_CHUNK runs start; the warp shares
+  // them out (runs of one delta never overlap).
+  uint32_t at = 0;
+  for (uint32_t done = 0; done < h.nruns; done += RUN_CHUNK) {
+    uint32_t cnt = h.nruns - done < RUN_CHUNK ? h.nruns - done : RUN_CHUNK;
+    if (lane == 0)
+      for (uint32_t r = 0; r < cnt; r++) {
+        start[r] = at;
+        uint16_t len;
+        memcpy(&len, b + at + 2, 2);
+        at += 4u + len;
+      }
+    at = __shfl_sync(0xffffffffu, at, 0);
+    __syncwarp();
+    for (uint32_t r = lane; r < cnt; r += 32) {
+      uint16_t off, len;
+      memcpy(&off, b + start[r], 2);
+      memcpy(&len, b + start[r] + 2, 2);
+      if (off + (size_t)len <= plen)
+        mmsb_run_apply_part(pg, off, b + start[r] + 4, 0, len, h.op, h.type);
     }
-    count = r;
-  }
-  __syncthreads();
-  for (uint32_t r = threadIdx.x; r < count; r += blockDim.x) {
-    uint16_t off, len;
-    memcpy(&off, b + start[r], 2);
-    memcpy(&len, b + start[r] + 2, 2);
-    if (off + (size_t)len <= plen) mmsb_run_apply_part(pg, off, b + start[r] + 4, 0, len, op, type);
+    __syncwarp();
   }
 }
 
-// One block per page: the page's deltas (adjacent in offs) in order.
+// A warp per page: the page's deltas (adjacent in offs) in order.
 __global__ void apply_kernel(uint8_t *base, size_t size, const uint8_t *bytes,
-                             const uint32_t *offs, const uint32_t *group) {
-  for (uint32_t k = group[blockIdx.x]; k < group[blockIdx.x + 1]; k++) {
-    apply_delta(base, size, bytes + offs[k]);
-    __syncthreads();
+                             const uint32_t *offs, const uint32_t *group, uint32_t ngroups) {
+  __shared__ uint32_t start[WARPS][RUN_CHUNK];
+  unsigned warp = threadIdx.x >> 5;
+  size_t g = (size_t)blockIdx.x * WARPS + warp;
+  if (g >= ngroups) return; // the whole warp
+  for (uint32_t k = group[g]; k < group[g + 1]; k++) {
+    apply_delta(base, size, bytes + offs[k], start[warp]);
+    __syncwarp();
   }
 }
 
@@ -277,8 +288,9 @@ int c_apply(void *p, void *dptr, size_t size, const uint8_t *bytes, size_t len,
   need = olen + (n + ng + 1) * sizeof(uint32_t);
   rc = cuda_err(cudaMemcpyAsync(st.dev, st.host, need, cudaMemcpyHostToDevice, s->s), "send deltas");
   if (rc) return rc;
-  apply_kernel<<<ng, 256, 0, s->s>>>((uint8_t *)dptr, size, st.dev, (const uint32_t *)(st.dev + olen),
-                                     (const uint32_t *)(st.dev + olen) + n);
+  apply_kernel<<<(ng + WARPS - 1) / WARPS, WARPS * 32, 0, s->s>>>(
+      (uint8_t *)dptr, size, st.dev, (const uint32_t *)(st.dev + olen),
+      (const uint32_t *)(st.dev + olen) + n, ng);
   rc = cuda_err(cudaGetLastError(), "apply kernel");
   if (!rc) rc = cuda_err(cudaEventRecord(st.done, s->s), "event");
   st.epoch = epoch;

@@ -22,7 +22,10 @@
 #define PLAN_WHOLE 0x80000000u /* a page's plan: its delta goes whole */
 
 enum {
-  PART_MIN = 1024, /* pages: smaller parts cost more to hand out than to run */
+  PART_PAGES = 256, /* pages a part has at least: smaller cost more to hand
+                       out than to run; parts are many (up to MAX_PARTS) so
+                       that threads that wake late take fewer */
+  MAX_PARTS = 64,
   AHEAD = 16       /* pages: granule lines prefetched ahead */
 };
 
@@ -161,12 +164,33 @@ static uint32_t plan_page(const job *j, size_t i) {
   return (uint32_t)body | (whole ? PLAN_WHOLE : 0);
 }
 
+/* A prefetch the compiler keeps: GCC deletes a loop whose only effect is
+ * __builtin_prefetch (it did, silently, to an earlier version of this). */
+static inline void prefetch_line(const void *p) {
+#if defined(__x86_64__) || defined(__i386__)
+  __asm__ volatile("prefetcht0 %0" : : "m"(*(const char *)p));
+#else
+  __builtin_prefetch(p);
+  __asm__ volatile("" : : "r"(p) : "memory");
+#endif
+}
+
+/* Prefetches the granule lines of pages [lo, hi) in a loop of nothing
+ * else, so that their misses overlap (at most the first GRAN_PREFETCH: they
+ * must still be in cache when their turn comes). */
+#define GRAN_PREFETCH 8192
+static void prefetch_grans(const job *j, size_t lo, size_t hi) {
+  if (hi - lo > GRAN_PREFETCH) hi = lo + GRAN_PREFETCH;
+  for (size_t i = lo; i < hi; i++) prefetch_line(j->m->gran + j->pages[i] * 8);
+}
+
 static void size_part(void *ctx, int part, int nparts) {
   job *j = ctx;
   size_t lo, hi, bytes = 0, deltas = 0;
   part_range(j, part, nparts, &lo, &hi);
+  prefetch_grans(j, lo, hi);
   for (size_t i = lo; i < hi; i++) {
-    if (i + AHEAD < hi) __builtin_prefetch(j->m->gran + j->pages[i + AHEAD] * 8);
+    if (i + AHEAD < hi) prefetch_line(j->m->gran + j->pages[i + AHEAD] * 8);
     j->plan[i] = plan_page(j, i);
     if (j->plan[i]) {
       bytes += MMSB_DELTA_HDR + (j->plan[i] & ~PLAN_WHOLE);
@@ -185,8 +209,9 @@ static void fill_part(void *ctx, int part, int nparts) {
   part_range(j, part, nparts, &lo, &hi);
   copy_q q;
   q.n = 0;
+  if (!j->plan) prefetch_grans(j, lo, hi); /* one pass: not touched yet */
   for (size_t i = lo; i < hi; i++) {
-    if (i + AHEAD < hi) __builtin_prefetch(j->m->gran + j->pages[i + AHEAD] * 8);
+    if (i + AHEAD < hi) prefetch_line(j->m->gran + j->pages[i + AHEAD] * 8);
     uint64_t *g = j->m->gran + j->pages[i] * 8;
     uint32_t plan = j->plan ? j->plan[i] : plan_page(j, i);
     if (plan) {
@@ -250,10 +275,12 @@ int mmsb_collect_region(mmsb_bus *bus, mmsb_region *r, mmsb_batch *b) {
   if (n == SIZE_MAX) return mmsb_fail(MMSB_ENOMEM, "dirty page list");
   if (n == 0) return MMSB_OK;
   int threads = bus->cfg.commit_threads > 0 ? bus->cfg.commit_threads : 1;
-  int nparts = n / PART_MIN < (size_t)threads ? (int)(n / PART_MIN) : threads;
+  /* Few pages: waking the pool costs more than it saves (1e-5 of 1 GiB,
+   * 1 342 pages, measured faster on one thread). */
+  int nparts = threads == 1 || n <= ONE_PASS_MAX ? 1
+               : n / PART_PAGES > MAX_PARTS ? MAX_PARTS : (int)(n / PART_PAGES);
   if (nparts < 1) nparts = 1;
-  if (nparts > 64) nparts = 64;
-  size_t bytes[64] = {0}, deltas[64] = {0}, total = n * (MMSB_DELTA_HDR + MMSB_PAGE_SIZE), count = n;
+  size_t bytes[MAX_PARTS] = {0}, deltas[MAX_PARTS] = {0}, total = n * (MMSB_DELTA_HDR + MMSB_PAGE_SIZE), count = n;
   job j = {r, m, plist, NULL, n, r->win_off >> PAGE_SHIFT, bytes, deltas, NULL, NULL, 0};
   if (nparts > 1 || n > ONE_PASS_MAX) { /* size first: the parts' starts */
     j.plan = mmsb_grow(plans, &plan_cap, n, sizeof *plans);
@@ -262,7 +289,7 @@ int mmsb_collect_region(mmsb_bus *bus, mmsb_region *r, mmsb_batch *b) {
       return mmsb_fail(MMSB_ENOMEM, "dirty page plans");
     }
     plans = j.plan;
-    mmsb_pool_run(nparts, size_part, &j);
+    mmsb_pool_run(nparts, threads, size_part, &j);
     total = count = 0;
     for (int i = 0; i < nparts; i++) { /* sizes become starts */
       size_t bt = bytes[i], dt = deltas[i];
@@ -280,7 +307,7 @@ int mmsb_collect_region(mmsb_bus *bus, mmsb_region *r, mmsb_batch *b) {
   j.base = b->bytes.len;
   j.out = b->bytes.p + j.base;
   j.index = b->index + b->count;
-  mmsb_pool_run(nparts, fill_part, &j);
+  mmsb_pool_run(nparts, threads, fill_part, &j);
   mmsb_batch_commit_many(b, deltas[nparts - 1], bytes[nparts - 1]);
   return MMSB_OK;
 }

@@ -6,11 +6,12 @@
  * A region's deltas are contiguous in a sorted batch, so the sink hands
  * the backend one byte range and the offsets of its deltas; the CUDA
  * backend stages them in pinned memory, copies them in one asynchronous
- * copy and applies them with one kernel launch, one block per delta.
+ * copy and applies them with one kernel launch, one warp per page.
  */
 #include "internal.h"
 #include "device.h"
 
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -32,34 +33,41 @@ static int gather(mmsb_mirror *m, const mmsb_batch *b, size_t *first, size_t *n,
   *n = 0;
   *first = SIZE_MAX;
   size_t end = 0;
+  uint32_t *o = mmsb_grow(m->offs, &m->cap_offs, b->count ? b->count : 1, sizeof *o);
+  if (!o) return mmsb_fail(MMSB_ENOMEM, "mirror");
+  m->offs = o;
+  bool sorted = true;
+  uint64_t last = 0;
   for (size_t i = 0; i < b->count; i++) {
+    const uint8_t *d = b->bytes.p + b->index[i];
     uint32_t id, body;
-    memcpy(&id, b->bytes.p + b->index[i], 4);
+    uint64_t pg;
+    memcpy(&id, d, 4);
     if (id != m->r->id) continue;
-    uint32_t *o = mmsb_grow(m->offs, &m->cap_offs, *n + 1, sizeof *o);
-    if (!o) return mmsb_fail(MMSB_ENOMEM, "mirror");
-    m->offs = o;
-    memcpy(&body, b->bytes.p + b->index[i] + 20, 4);
+    memcpy(&pg, d + 8, 8);
+    memcpy(&body, d + 20, 4);
+    sorted &= *n == 0 || pg >= last;
+    last = pg;
     if (b->index[i] < *first) *first = b->index[i];
     if (b->index[i] + MMSB_DELTA_HDR + body > end) end = b->index[i] + MMSB_DELTA_HDR + body;
-    m->offs[(*n)++] = (uint32_t)b->index[i];
+    o[(*n)++] = (uint32_t)b->index[i];
   }
   /* By page, stably: during propagation derived and accumulated deltas of
    * a page may come after other pages' (insertion sort: nearly sorted). */
-  for (size_t i = 1; i < *n; i++) {
-    uint32_t o = m->offs[i];
+  for (size_t i = 1; !sorted && i < *n; i++) {
+    uint32_t oi = o[i];
     uint64_t pg;
-    memcpy(&pg, b->bytes.p + o + 8, 8);
+    memcpy(&pg, b->bytes.p + oi + 8, 8);
     size_t j = i;
     for (; j > 0; j--) {
       uint64_t q;
-      memcpy(&q, b->bytes.p + m->offs[j - 1] + 8, 8);
+      memcpy(&q, b->bytes.p + o[j - 1] + 8, 8);
       if (q <= pg) break;
-      m->offs[j] = m->offs[j - 1];
+      o[j] = o[j - 1];
     }
-    m->offs[j] = o;
+    o[j] = oi;
   }
-  for (size_t i = 0; i < *n; i++) m->offs[i] -= (uint32_t)*first;
+  for (size_t i = 0; i < *n; i++) o[i] -= (uint32_t)*first;
   *len = *n ? end - *first : 0;
   return MMSB_OK;
 }

@@ -1,7 +1,8 @@
 /*
  * pool.c - a process-wide pool of worker threads for the runtime's own
  * parallel loops (collecting large epochs).  Work is cut into parts; the
- * caller runs part 0 and the workers the others.  Threads are started on
+ * caller and the workers take parts as they come free, so a worker that
+ * wakes late takes fewer.  Threads are started on
  * first use and kept: starting threads per commit costs more than a small
  * commit.  One job runs at a time; a second caller waits for the first.
  *
@@ -82,14 +83,14 @@ static void grow(int want) {
   }
 }
 
-int mmsb_pool_run(int nparts, mmsb_part_fn fn, void *ctx) {
-  if (nparts <= 1) {
-    if (nparts == 1) fn(ctx, 0, 1);
+int mmsb_pool_run(int nparts, int threads, mmsb_part_fn fn, void *ctx) {
+  if (nparts <= 1 || threads <= 1) {
+    for (int i = 0; i < nparts; i++) fn(ctx, i, nparts);
     return 1;
   }
   pthread_mutex_lock(&P.job_lock);
   pthread_mutex_lock(&P.lock);
-  grow(nparts - 1);
+  grow((threads < nparts ? threads : nparts) - 1);
   if (P.nthreads == 0) { /* no thread could be started: all parts here */
     pthread_mutex_unlock(&P.lock);
     for (int i = 0; i < nparts; i++) fn(ctx, i, nparts);
@@ -129,7 +130,7 @@ void mmsb_parallel_copy(void *dst, const void *src, size_t n, int threads) {
   size_t parts = n >> 20;
   if (parts > (size_t)threads) parts = (size_t)threads;
   copy_job c = {dst, src, n};
-  mmsb_pool_run(parts < 1 ? 1 : (int)parts, copy_part, &c);
+  mmsb_pool_run(parts < 1 ? 1 : (int)parts, threads, copy_part, &c);
 }
 
 int mmsb_default_threads(void) {

@@ -122,7 +122,7 @@ static void test_random_epochs(int epochs) {
 static void test_parallel_collect(int epochs) {
   mmsb_bus *bus[2];
   mmsb_region *r[2];
-  size_t size = (8u << 20) + 17; /* 2049 pages, the last one short */
+  size_t size = (48u << 20) + 17; /* 12 289 pages, the last one short */
   for (int k = 0; k < 2; k++) {
     mmsb_config cfg;
     mmsb_config_init(&cfg);
@@ -133,7 +133,9 @@ static void test_parallel_collect(int epochs) {
   }
   size_t same = 0, deltas = 0;
   for (int e = 1; e <= epochs; e++) {
-    int nstores = (int)rng_below(&seed, 20000);
+    /* Up to ~10k dirty pages: small epochs take one pass on one thread,
+     * large ones (over 4 096 pages) two passes on the pool. */
+    int nstores = (int)rng_below(&seed, 30000);
     for (int s = 0; s < nstores; s++) {
       size_t n = rng_below(&seed, 4) == 0 ? 1 + rng_below(&seed, 5000) : 8;
       size_t off = rng_below(&seed, size - n + 1);
