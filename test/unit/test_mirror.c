@@ -44,6 +44,13 @@ static void test_epochs(int epochs) {
       for (size_t k = 0; k < len; k++) d[off + k] = (uint8_t)rng_next(&seed);
       mmsb_touch(d + off, len);
     }
+    if (e % 5 == 0) { /* a comb: every other granule of a page, 256 runs */
+      size_t pg = rng_below(&seed, SZ / 4096);
+      for (size_t g = 0; g < 512; g += 2) {
+        d[pg * 4096 + g * 8] ^= (uint8_t)(e | 1);
+        mmsb_touch(d + pg * 4096 + g * 8, 8);
+      }
+    }
     for (int s = 0; s < 200; s++) { /* scattered words in the big one */
       size_t w = rng_below(&seed, (1 << 22) / 8);
       bd[w * 8] ^= (uint8_t)(s + 1);
