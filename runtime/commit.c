@@ -31,9 +31,7 @@ static void remark(mmsb_bus *bus, const mmsb_batch *b) {
 static int collect(mmsb_bus *bus, mmsb_batch *b, mmsb_epoch_t e) {
   int rc = mmsb_batch_begin(b, e);
   pthread_mutex_lock(&mmsb_mark_lock);
-  mmsb_logs_flush_all();
-  for (uint32_t i = 0; !rc && i < bus->nregions; i++)
-    if (bus->regions[i]) rc = mmsb_collect_region(bus, bus->regions[i], b);
+  if (!rc) rc = mmsb_collect_all(bus, b);
   pthread_mutex_unlock(&mmsb_mark_lock);
   if (!rc && bus->naccums) {
     rc = mmsb_accum_flush(bus, b);

@@ -65,6 +65,10 @@ void mmsb_arena_free(void *p, size_t size);
 int mmsb_window_of(uintptr_t p, size_t n);
 /* Sets the bits of [off, off+n) in window w; mmsb_mark_lock held. */
 void mmsb_bits_set(int w, uintptr_t off, size_t n);
+/* Bumped whenever marks go into the bitmaps (mmsb_mark_lock).  A bus whose
+ * last collection from the bitmaps saw the same value has every pending
+ * mark of its regions still in the threads' logs (collect.c). */
+extern uint64_t mmsb_bitmap_gen;
 /* Makes the bitmaps of [off, off+len) resident / clears them. */
 void mmsb_shadow_prefault(int w, uintptr_t off, size_t len);
 void mmsb_shadow_clear(int w, uintptr_t off, size_t len);
@@ -76,6 +80,12 @@ bool mmsb_mark_range(uintptr_t p, size_t n);
 /* Folds every thread's log into the bitmaps; mmsb_mark_lock held and the
  * writers quiescent. */
 void mmsb_logs_flush_all(void);
+/* Moves every thread's log entries to *buf (grown, capacity *cap): their
+ * count, or SIZE_MAX with the logs untouched when memory is short.
+ * mmsb_mark_lock held and the writers quiescent. */
+size_t mmsb_logs_take(uint64_t **buf, size_t *cap);
+/* Folds entries (taken from the logs) into the bitmaps; mmsb_mark_lock. */
+void mmsb_logs_fold(const uint64_t *e, size_t n);
 uint64_t mmsb_outside_count(void);
 
 /* ---- regions ---- */
@@ -179,6 +189,7 @@ struct mmsb_bus {
   struct mmsb_trace *trace;     /* MMSB_TRACE (trace.c) */
   unsigned nmirrors;
   size_t cap_mirrors;
+  uint64_t bitmap_gen_seen; /* mmsb_bitmap_gen after its last bitmap collection */
 };
 
 /* The graph as a GRAPH record payload, if it changed since the last call
@@ -213,6 +224,9 @@ bool mmsb_op_valid(int op, int type);
 
 /* ---- commit.c / verify.c / accumulate.c ---- */
 int mmsb_collect_region(mmsb_bus *bus, mmsb_region *r, mmsb_batch *b);
+/* Collects every region of the bus into b, from the mark logs when all
+ * pending marks are still there, else from the bitmaps; mmsb_mark_lock. */
+int mmsb_collect_all(mmsb_bus *bus, mmsb_batch *b);
 int mmsb_verify_region_init(mmsb_region *r);
 uint64_t mmsb_verify_commit(mmsb_bus *bus, const mmsb_batch *b);
 int mmsb_accum_flush(mmsb_bus *bus, mmsb_batch *b);

@@ -11,8 +11,11 @@
 #include "internal.h"
 
 #include <stdlib.h>
+#include <string.h>
 
-#define LOG_ENTRIES 4096 /* 32 KiB: stays in L1/L2 while it fills */
+/* 128 KiB: stays in L2 while it fills, and holds a sparse epoch (1e-4 of a
+ * GiB's words) whole, so that commit can take it from the log (collect.c). */
+#define LOG_ENTRIES 16384
 
 __thread __mmsb_log_t __mmsb_log;
 
@@ -40,6 +43,7 @@ static inline uintptr_t entry_addr(uint64_t e) {
  * ahead so that the misses overlap instead of queueing. */
 static void fold(const uint64_t *e, const uint64_t *end) {
   enum { AHEAD = 32 };
+  if (e < end) mmsb_bitmap_gen++;
   for (; e < end; e++) {
     if (e + AHEAD < end) {
       uintptr_t q = entry_addr(e[AHEAD]);
@@ -78,6 +82,24 @@ static void flush_one(thread_log *t) {
 void mmsb_logs_flush_all(void) {
   for (thread_log *t = logs; t; t = t->next) flush_one(t);
 }
+
+size_t mmsb_logs_take(uint64_t **buf, size_t *cap) {
+  size_t n = 0;
+  for (thread_log *t = logs; t; t = t->next) n += (size_t)(t->log->pos - t->buf);
+  uint64_t *b = mmsb_grow(*buf, cap, n ? n : 1, sizeof *b);
+  if (!b) return SIZE_MAX;
+  *buf = b;
+  n = 0;
+  for (thread_log *t = logs; t; t = t->next) {
+    size_t k = (size_t)(t->log->pos - t->buf);
+    memcpy(b + n, t->buf, k * sizeof *b);
+    n += k;
+    t->log->pos = t->buf;
+  }
+  return n;
+}
+
+void mmsb_logs_fold(const uint64_t *e, size_t n) { fold(e, e + n); }
 
 static void on_thread_exit(void *arg) {
   thread_log *t = arg;

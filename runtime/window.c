@@ -152,8 +152,11 @@ static void set_bits(uint64_t *m, size_t a, size_t b) {
   m[wb] |= hi;
 }
 
+uint64_t mmsb_bitmap_gen;
+
 void mmsb_bits_set(int w, uintptr_t off, size_t n) {
   mmsb_win_maps *m = &mmsb_maps[w];
+  mmsb_bitmap_gen++;
   size_t last = off + n - 1;
   set_bits(m->gran, off >> GRAN_SHIFT, last >> GRAN_SHIFT);
   set_bits(m->pages, off >> PAGE_SHIFT, last >> PAGE_SHIFT);

@@ -352,6 +352,9 @@ typedef struct mmsb_stats {
   uint64_t stores_outside;   /* entry-point calls outside every region */
   uint64_t untracked_bytes;  /* MMSB_VERIFY: changed bytes no delta covered */
   uint64_t commit_ns;        /* total time in mmsb_commit */
+  uint64_t log_commits;      /* commits collected straight from the threads'
+                                mark logs (sparse epochs: every mark of the
+                                epoch still in a log), not from the bitmaps */
 } mmsb_stats;
 int mmsb_stats_get(const mmsb_bus *bus, mmsb_stats *out);
 /* MMSB_VERIFY: changed bytes that no delta covered at the last commit. */

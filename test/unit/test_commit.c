@@ -81,6 +81,13 @@ static void test_random_epochs(int epochs) {
   for (int e = 1; e <= epochs; e++) {
     int nstores = (int)rng_below(&seed, e % 10 == 0 ? 5000 : 60);
     for (int s = 0; s < nstores; s++) random_store(&w, (int)rng_below(&seed, NREG));
+    if (e % 13 == 0) { /* a range too long for a log entry: straight into the
+                          bitmaps, so this epoch is collected from them */
+      uint8_t *d3 = mmsb_region_data(w.r[3]);
+      size_t off = rng_below(&seed, (1 << 20) - 70000);
+      for (size_t k = 0; k < 70000; k += 61) d3[off + k] ^= 0x3c;
+      CHECK_OK(mmsb_touch(d3 + off, 70000));
+    }
     if (e % 7 == 0) { /* accumulations on top of stores */
       uint64_t v[5] = {1, 2, 3, 4, 5};
       CHECK_OK(mmsb_accumulate(w.r[1], 8 * rng_below(&seed, 12000), MMSB_OP_ADD,
@@ -111,7 +118,9 @@ static void test_random_epochs(int epochs) {
   CHECK_OK(mmsb_stats_get(w.live, &st));
   CHECK(st.commits == (uint64_t)epochs + 1 && st.deltas == total_deltas &&
         st.untracked_bytes == 0);
-  printf("random epochs: %d, %llu deltas\n", epochs, (unsigned long long)total_deltas);
+  CHECK(st.log_commits > 0 && st.log_commits < st.commits); /* both paths ran */
+  printf("random epochs: %d, %llu deltas, %llu from the logs\n", epochs,
+         (unsigned long long)total_deltas, (unsigned long long)st.log_commits);
   mmsb_batch_free(w.last);
   CHECK_OK(mmsb_bus_close(w.live));
   CHECK_OK(mmsb_bus_close(w.replica));
@@ -159,6 +168,46 @@ static void test_parallel_collect(int epochs) {
   CHECK(same == (size_t)epochs);
   printf("parallel collect: %d epochs, %zu deltas, batches identical\n", epochs, deltas);
   for (int k = 0; k < 2; k++) CHECK_OK(mmsb_bus_close(bus[k]));
+}
+
+/* Two buses: a commit of one takes every thread's log entries; the other
+ * bus's must reach it (MMSB_VERIFY: no changed byte without a delta). */
+static void test_two_buses(int epochs) {
+  mmsb_bus *bus[2];
+  mmsb_region *r[2];
+  mmsb_config cfg;
+  mmsb_config_init(&cfg);
+  cfg.verify = 1;
+  for (int k = 0; k < 2; k++) {
+    CHECK_OK(mmsb_bus_open(&cfg, &bus[k]));
+    CHECK_OK(mmsb_region_create(bus[k], k ? "b" : "a", 3 * 4096 + 5, 0, &r[k]));
+  }
+  uint64_t log_commits = 0;
+  for (int e = 0; e < epochs; e++) {
+    for (int s = 0; s < 40; s++) {
+      int k = (int)rng_below(&seed, 2);
+      uint8_t *d = mmsb_region_data(r[k]);
+      size_t off = rng_below(&seed, 3 * 4096 + 5 - 8);
+      d[off] ^= (uint8_t)(1 + s);
+      __mmsb_store1(d + off);
+    }
+    int first = (int)rng_below(&seed, 2); /* either may commit first, or alone */
+    CHECK_OK(mmsb_commit(bus[first], NULL));
+    CHECK(mmsb_verify_last(bus[first]) == 0);
+    if (e % 3) {
+      CHECK_OK(mmsb_commit(bus[!first], NULL));
+      CHECK(mmsb_verify_last(bus[!first]) == 0);
+    }
+  }
+  for (int k = 0; k < 2; k++) {
+    mmsb_stats st;
+    CHECK_OK(mmsb_stats_get(bus[k], &st));
+    log_commits += st.log_commits;
+    CHECK_OK(mmsb_bus_close(bus[k]));
+  }
+  CHECK(log_commits > 0);
+  printf("two buses: %d epochs, %llu commits from the logs\n", epochs,
+         (unsigned long long)log_commits);
 }
 
 /* The verify oracle reports bytes changed without a mark. */
@@ -257,6 +306,7 @@ int main(void) {
   seed = test_seed();
   test_random_epochs(400 * test_scale());
   test_parallel_collect(30 * test_scale());
+  test_two_buses(200 * test_scale());
   test_verify_catches();
   test_forms();
   test_subscribers();
