@@ -332,8 +332,9 @@ static inline uintptr_t ent_addr(uint64_t e) {
   return (uintptr_t)(e & (((uint64_t)1 << MMSB_LOG_LEN_SHIFT) - 1));
 }
 
-/* Sorts e[0..n) by address: LSD radix, 11 bits a pass over the span of the
- * addresses (3 passes for a GiB); tmp has room for n. */
+/* Sorts e[0..n) by address: LSD radix over the span of the addresses (a
+ * GiB: 30 bits), 8 bits a pass for a few thousand entries, 11 for more (the
+ * counters are cleared and summed every pass); tmp has room for n. */
 static void sort_entries(uint64_t *e, uint64_t *tmp, size_t n) {
   if (n < 2) return;
   uintptr_t lo = UINTPTR_MAX, hi = 0;
@@ -342,16 +343,18 @@ static void sort_entries(uint64_t *e, uint64_t *tmp, size_t n) {
     lo = a < lo ? a : lo;
     hi = a > hi ? a : hi;
   }
+  unsigned bits = n < 8192 ? 8 : 11;
+  size_t nb = (size_t)1 << bits, mask = nb - 1, count[1 << 11];
   uint64_t *src = e, *dst = tmp;
-  for (unsigned shift = 0; shift < 64 && (hi - lo) >> shift; shift += 11) {
-    size_t count[2048] = {0};
-    for (size_t i = 0; i < n; i++) count[((ent_addr(src[i]) - lo) >> shift) & 2047]++;
-    for (size_t k = 0, at = 0; k < 2048; k++) {
+  for (unsigned shift = 0; shift < 64 && (hi - lo) >> shift; shift += bits) {
+    memset(count, 0, nb * sizeof *count);
+    for (size_t i = 0; i < n; i++) count[((ent_addr(src[i]) - lo) >> shift) & mask]++;
+    for (size_t k = 0, at = 0; k < nb; k++) {
       size_t c = count[k];
       count[k] = at;
       at += c;
     }
-    for (size_t i = 0; i < n; i++) dst[count[((ent_addr(src[i]) - lo) >> shift) & 2047]++] = src[i];
+    for (size_t i = 0; i < n; i++) dst[count[((ent_addr(src[i]) - lo) >> shift) & mask]++] = src[i];
     uint64_t *t = src;
     src = dst;
     dst = t;

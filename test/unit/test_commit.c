@@ -4,6 +4,8 @@
 #include "check.h"
 #include "mmsb_abi.h"
 
+#include <pthread.h>
+
 static uint64_t seed;
 
 #define NREG 4
@@ -210,6 +212,65 @@ static void test_two_buses(int epochs) {
          (unsigned long long)log_commits);
 }
 
+/* Several threads' logs, none full, make one epoch taken straight from the
+ * logs (more entries than the small radix sort handles).  The writers wait
+ * until the commit is done: a thread that exits folds its log. */
+typedef struct log_writer {
+  uint8_t *d;
+  size_t size;
+  uint64_t seed;
+  pthread_barrier_t *wrote, *committed;
+} log_writer;
+
+static void *write_some(void *arg) {
+  log_writer *w = arg;
+  for (int i = 0; i < 3000; i++) { /* under the 4096 entries of a log */
+    size_t off = rng_below(&w->seed, w->size - 8);
+    w->d[off] ^= 0x81;
+    __mmsb_store1(w->d + off);
+  }
+  pthread_barrier_wait(w->wrote);
+  pthread_barrier_wait(w->committed);
+  return NULL;
+}
+
+static void test_logs_of_threads(int epochs) {
+  mmsb_config cfg;
+  mmsb_config_init(&cfg);
+  cfg.verify = 1;
+  mmsb_bus *bus;
+  mmsb_region *r;
+  CHECK_OK(mmsb_bus_open(&cfg, &bus));
+  CHECK_OK(mmsb_region_create(bus, "t", 4u << 20, 0, &r));
+  CHECK_OK(mmsb_commit(bus, NULL)); /* a first collection from the bitmaps */
+  mmsb_stats before, after;
+  CHECK_OK(mmsb_stats_get(bus, &before));
+  for (int e = 0; e < epochs; e++) {
+    pthread_t t[4];
+    log_writer w[4];
+    pthread_barrier_t wrote, committed;
+    pthread_barrier_init(&wrote, NULL, 5);
+    pthread_barrier_init(&committed, NULL, 5);
+    for (int k = 0; k < 4; k++) {
+      w[k] = (log_writer){mmsb_region_data(r), 4u << 20, rng_next(&seed), &wrote, &committed};
+      CHECK(pthread_create(&t[k], NULL, write_some, &w[k]) == 0);
+    }
+    pthread_barrier_wait(&wrote);
+    CHECK_OK(mmsb_commit(bus, NULL));
+    CHECK(mmsb_verify_last(bus) == 0);
+    pthread_barrier_wait(&committed);
+    for (int k = 0; k < 4; k++) pthread_join(t[k], NULL);
+    pthread_barrier_destroy(&wrote);
+    pthread_barrier_destroy(&committed);
+    CHECK_OK(mmsb_commit(bus, NULL)); /* what the exits folded: nothing new */
+    CHECK(mmsb_verify_last(bus) == 0 && mmsb_batch_count(mmsb_last_batch(bus)) == 0);
+  }
+  CHECK_OK(mmsb_stats_get(bus, &after));
+  CHECK(after.log_commits - before.log_commits >= (uint64_t)epochs);
+  printf("logs of threads: %d epochs of 12000 marks from 4 logs\n", epochs);
+  CHECK_OK(mmsb_bus_close(bus));
+}
+
 /* The verify oracle reports bytes changed without a mark. */
 static void test_verify_catches(void) {
   mmsb_config cfg;
@@ -307,6 +368,7 @@ int main(void) {
   test_random_epochs(400 * test_scale());
   test_parallel_collect(30 * test_scale());
   test_two_buses(200 * test_scale());
+  test_logs_of_threads(20 * test_scale());
   test_verify_catches();
   test_forms();
   test_subscribers();
