@@ -252,7 +252,9 @@ static void test_logs_of_threads(int epochs) {
     pthread_barrier_init(&wrote, NULL, 5);
     pthread_barrier_init(&committed, NULL, 5);
     for (int k = 0; k < 4; k++) {
-      w[k] = (log_writer){mmsb_region_data(r), 4u << 20, rng_next(&seed), &wrote, &committed};
+      /* each thread its own MiB: the stores must not race */
+      w[k] = (log_writer){(uint8_t *)mmsb_region_data(r) + ((size_t)k << 20), 1u << 20,
+                          rng_next(&seed), &wrote, &committed};
       CHECK(pthread_create(&t[k], NULL, write_some, &w[k]) == 0);
     }
     pthread_barrier_wait(&wrote);
