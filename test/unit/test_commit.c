@@ -128,20 +128,24 @@ static void test_random_epochs(int epochs) {
   CHECK_OK(mmsb_bus_close(w.replica));
 }
 
+/* A bus with MMSB_VERIFY on and one region; commit_threads 0: the default. */
+static void open_verify_bus(const char *name, size_t size, int commit_threads, mmsb_bus **bus,
+                            mmsb_region **r) {
+  mmsb_config cfg;
+  mmsb_config_init(&cfg);
+  cfg.verify = 1;
+  if (commit_threads) cfg.commit_threads = commit_threads;
+  CHECK_OK(mmsb_bus_open(&cfg, bus));
+  CHECK_OK(mmsb_region_create(*bus, name, size, 0, r));
+}
+
 /* Large epochs are collected by several threads: the batch must be the
  * same bytes as one thread's, and right (MMSB_VERIFY checks it). */
 static void test_parallel_collect(int epochs) {
   mmsb_bus *bus[2];
   mmsb_region *r[2];
   size_t size = (48u << 20) + 17; /* 12 289 pages, the last one short */
-  for (int k = 0; k < 2; k++) {
-    mmsb_config cfg;
-    mmsb_config_init(&cfg);
-    cfg.verify = 1;
-    cfg.commit_threads = k ? 5 : 1;
-    CHECK_OK(mmsb_bus_open(&cfg, &bus[k]));
-    CHECK_OK(mmsb_region_create(bus[k], "big", size, 0, &r[k]));
-  }
+  for (int k = 0; k < 2; k++) open_verify_bus("big", size, k ? 5 : 1, &bus[k], &r[k]);
   size_t same = 0, deltas = 0;
   for (int e = 1; e <= epochs; e++) {
     /* Up to ~10k dirty pages: small epochs take one pass on one thread,
@@ -177,13 +181,7 @@ static void test_parallel_collect(int epochs) {
 static void test_two_buses(int epochs) {
   mmsb_bus *bus[2];
   mmsb_region *r[2];
-  mmsb_config cfg;
-  mmsb_config_init(&cfg);
-  cfg.verify = 1;
-  for (int k = 0; k < 2; k++) {
-    CHECK_OK(mmsb_bus_open(&cfg, &bus[k]));
-    CHECK_OK(mmsb_region_create(bus[k], k ? "b" : "a", 3 * 4096 + 5, 0, &r[k]));
-  }
+  for (int k = 0; k < 2; k++) open_verify_bus(k ? "b" : "a", 3 * 4096 + 5, 0, &bus[k], &r[k]);
   uint64_t log_commits = 0;
   for (int e = 0; e < epochs; e++) {
     for (int s = 0; s < 40; s++) {
@@ -235,13 +233,9 @@ static void *write_some(void *arg) {
 }
 
 static void test_logs_of_threads(int epochs) {
-  mmsb_config cfg;
-  mmsb_config_init(&cfg);
-  cfg.verify = 1;
   mmsb_bus *bus;
   mmsb_region *r;
-  CHECK_OK(mmsb_bus_open(&cfg, &bus));
-  CHECK_OK(mmsb_region_create(bus, "t", 4u << 20, 0, &r));
+  open_verify_bus("t", 4u << 20, 0, &bus, &r);
   CHECK_OK(mmsb_commit(bus, NULL)); /* a first collection from the bitmaps */
   mmsb_stats before, after;
   CHECK_OK(mmsb_stats_get(bus, &before));
@@ -275,13 +269,9 @@ static void test_logs_of_threads(int epochs) {
 
 /* The verify oracle reports bytes changed without a mark. */
 static void test_verify_catches(void) {
-  mmsb_config cfg;
-  mmsb_config_init(&cfg);
-  cfg.verify = 1;
   mmsb_bus *bus;
   mmsb_region *r;
-  CHECK_OK(mmsb_bus_open(&cfg, &bus));
-  CHECK_OK(mmsb_region_create(bus, "v", 3 * 4096, 0, &r));
+  open_verify_bus("v", 3 * 4096, 0, &bus, &r);
   uint8_t *d = mmsb_region_data(r);
   d[10] = 1;           /* tracked */
   __mmsb_store1(d + 10);
