@@ -227,6 +227,8 @@ int mmsb_collect_region(mmsb_bus *bus, mmsb_region *r, mmsb_batch *b);
 /* Collects every region of the bus into b, from the mark logs when all
  * pending marks are still there, else from the bitmaps; mmsb_mark_lock. */
 int mmsb_collect_all(mmsb_bus *bus, mmsb_batch *b);
+/* The first way (collect_logs.c). */
+int mmsb_collect_logs(mmsb_bus *bus, mmsb_batch *b);
 int mmsb_verify_region_init(mmsb_region *r);
 uint64_t mmsb_verify_commit(mmsb_bus *bus, const mmsb_batch *b);
 int mmsb_accum_flush(mmsb_bus *bus, mmsb_batch *b);
