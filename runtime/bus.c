@@ -106,11 +106,11 @@ int mmsb_replay(const char *dir, mmsb_epoch_t epoch, mmsb_bus **out) {
 static void print_stats(const mmsb_bus *bus) {
   const mmsb_stats *s = &bus->stats;
   fprintf(stderr,
-          "mmsb: epoch %llu: %llu commits, %llu deltas (%llu whole pages, %llu "
-          "runs), %llu batch bytes, %.3f ms in commit, %llu stores outside "
-          "regions%s",
-          (unsigned long long)atomic_load(&bus->epoch),
-          (unsigned long long)s->commits, (unsigned long long)s->deltas,
+          "mmsb: epoch %llu: %llu commits (%llu from the mark logs), %llu deltas "
+          "(%llu whole pages, %llu runs), %llu batch bytes, %.3f ms in commit, %llu "
+          "stores outside regions%s",
+          (unsigned long long)atomic_load(&bus->epoch), (unsigned long long)s->commits,
+          (unsigned long long)s->log_commits, (unsigned long long)s->deltas,
           (unsigned long long)s->whole_pages, (unsigned long long)s->runs,
           (unsigned long long)s->delta_bytes, s->commit_ns / 1e6,
           (unsigned long long)mmsb_outside_count(), bus->cfg.verify ? "" : "\n");
