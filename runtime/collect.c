@@ -238,8 +238,9 @@ int mmsb_collect_region(mmsb_bus *bus, mmsb_region *r, mmsb_batch *b) {
 
 int mmsb_collect_all(mmsb_bus *bus, mmsb_batch *b) {
   if (mmsb_bitmap_gen == bus->bitmap_gen_seen) {
-    bus->stats.log_commits++;
-    return mmsb_collect_logs(bus, b);
+    int rc = mmsb_collect_logs(bus, b);
+    bus->stats.log_commits += rc == MMSB_OK;
+    return rc;
   }
   mmsb_logs_flush_all();
   int rc = MMSB_OK;

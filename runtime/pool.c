@@ -26,8 +26,9 @@ static struct {
   mmsb_part_fn fn;
   void *ctx;
   int nparts, next, left;    /* parts of the job: handed out, unfinished */
+  int helpers;               /* workers the job may still take (threads - 1) */
 } P = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER,
-       PTHREAD_COND_INITIALIZER, 0, 0, NULL, NULL, 0, 0, 0};
+       PTHREAD_COND_INITIALIZER, 0, 0, NULL, NULL, 0, 0, 0, 0};
 
 /* Takes parts of the current job until none is left; P.lock held. */
 static void take_parts(void) {
@@ -62,7 +63,10 @@ static void *worker(void *arg) {
     pthread_mutex_lock(&P.lock);
     while (P.gen == seen) pthread_cond_wait(&P.go, &P.lock);
     seen = P.gen;
-    take_parts();
+    if (P.helpers > 0) { /* the pool may be larger than this job asked */
+      P.helpers--;
+      take_parts();
+    }
     pthread_mutex_unlock(&P.lock);
   }
   return NULL;
@@ -101,11 +105,14 @@ int mmsb_pool_run(int nparts, int threads, mmsb_part_fn fn, void *ctx) {
   P.ctx = ctx;
   P.nparts = P.left = nparts;
   P.next = 0;
+  int asked = (threads < nparts ? threads : nparts) - 1;
+  P.helpers = asked;
   P.gen++;
   pthread_cond_broadcast(&P.go);
   take_parts();
   while (P.left) pthread_cond_wait(&P.done, &P.lock);
-  int used = P.nthreads + 1 < nparts ? P.nthreads + 1 : nparts;
+  int used = 1 + asked - P.helpers; /* workers that came before the end */
+  P.helpers = 0;
   pthread_mutex_unlock(&P.lock);
   pthread_mutex_unlock(&P.job_lock);
   return used;
