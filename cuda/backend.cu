@@ -319,7 +319,10 @@ template <class T> int grow_pair(T **dev, T **host, size_t *cap, size_t n) {
 
 // The per-page arrays and the scan's scratch for np pages.
 int diff_setup(Stream *s, size_t np) {
-  if (np > UINT32_MAX) return mmsb_fail(MMSB_EINVAL, "diff of %zu pages", np);
+  // Offsets are 32-bit granule counts (and CUB takes an int count): a diff
+  // covers up to 2^32 granules, 32 GiB.
+  if (np > (size_t)UINT32_MAX / (MMSB_PAGE_SIZE / 8))
+    return mmsb_fail(MMSB_EINVAL, "diff of %zu pages: over the 32 GiB a diff covers", np);
   int rc = MMSB_OK;
   if (np > s->np_cap) {
     for (uint32_t **p : {&s->gcount, &s->pflag, &s->goff, &s->poff}) {
