@@ -99,8 +99,7 @@ static size_t *touched_pages(const mmsb_accum *q, size_t n, size_t *np) {
  * replay order equals this order; applies each to the region. */
 static int flush_page(mmsb_batch *b, mmsb_region *r, const mmsb_accum *q, const size_t *cov,
                       size_t nc, size_t pg, page_acc *img, uint8_t *enc) {
-  size_t start = pg * MMSB_PAGE_SIZE;
-  size_t plen = r->size - start < MMSB_PAGE_SIZE ? r->size - start : MMSB_PAGE_SIZE;
+  size_t start = pg * MMSB_PAGE_SIZE, plen = mmsb_region_page_len(r, pg);
   for (size_t f = 0; f < nc; f++) {
     const mmsb_accum *fa = &q[cov[f]];
     bool seen = false, any = false;

@@ -238,9 +238,8 @@ static int resolve(const mmsb_batch *b, size_t i, mmsb_bus *bus, mmsb_delta *d,
   if (d->page >= r->map_size / MMSB_PAGE_SIZE)
     return mmsb_fail(MMSB_ERANGE, "delta %zu: page %llu past region '%s'", i,
                      (unsigned long long)d->page, r->name);
-  size_t start = (size_t)d->page * MMSB_PAGE_SIZE;
-  *plen = r->size - start < MMSB_PAGE_SIZE ? r->size - start : MMSB_PAGE_SIZE;
-  *page = r->data + start;
+  *plen = mmsb_region_page_len(r, d->page);
+  *page = r->data + (size_t)d->page * MMSB_PAGE_SIZE;
   uint32_t cur = 0;
   mmsb_run run;
   while (mmsb_delta_next_run(d, &cur, &run))

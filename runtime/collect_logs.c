@@ -20,10 +20,6 @@ typedef struct grun { uintptr_t g0, g1; } grun; /* granules [g0, g1), absolute *
 static grun *runs;
 static size_t runs_cap;
 
-static inline uintptr_t ent_addr(uint64_t e) {
-  return (uintptr_t)(e & (((uint64_t)1 << MMSB_LOG_LEN_SHIFT) - 1));
-}
-
 /* Sorts e[0..n) by address: LSD radix over the span of the addresses (a
  * GiB: 30 bits), 8 bits a pass for a few thousand entries, 11 for more (the
  * counters are cleared and summed every pass); tmp has room for n. */
@@ -31,7 +27,7 @@ static void sort_entries(uint64_t *e, uint64_t *tmp, size_t n) {
   if (n < 2) return;
   uintptr_t lo = UINTPTR_MAX, hi = 0;
   for (size_t i = 0; i < n; i++) {
-    uintptr_t a = ent_addr(e[i]);
+    uintptr_t a = mmsb_log_entry_addr(e[i]);
     lo = a < lo ? a : lo;
     hi = a > hi ? a : hi;
   }
@@ -40,13 +36,13 @@ static void sort_entries(uint64_t *e, uint64_t *tmp, size_t n) {
   uint64_t *src = e, *dst = tmp;
   for (unsigned shift = 0; shift < 64 && (hi - lo) >> shift; shift += bits) {
     memset(count, 0, nb * sizeof *count);
-    for (size_t i = 0; i < n; i++) count[((ent_addr(src[i]) - lo) >> shift) & mask]++;
+    for (size_t i = 0; i < n; i++) count[((mmsb_log_entry_addr(src[i]) - lo) >> shift) & mask]++;
     for (size_t k = 0, at = 0; k < nb; k++) {
       size_t c = count[k];
       count[k] = at;
       at += c;
     }
-    for (size_t i = 0; i < n; i++) dst[count[((ent_addr(src[i]) - lo) >> shift) & mask]++] = src[i];
+    for (size_t i = 0; i < n; i++) dst[count[((mmsb_log_entry_addr(src[i]) - lo) >> shift) & mask]++] = src[i];
     uint64_t *t = src;
     src = dst;
     dst = t;
@@ -62,7 +58,7 @@ static size_t merge_entries(const uint64_t *e, size_t n) {
   runs = t;
   size_t k = 0;
   for (size_t i = 0; i < n; i++) {
-    uintptr_t a = ent_addr(e[i]);
+    uintptr_t a = mmsb_log_entry_addr(e[i]);
     uintptr_t g0 = a >> GRAN_SHIFT;
     uintptr_t g1 = (a + (size_t)(e[i] >> MMSB_LOG_LEN_SHIFT) + 1 + MMSB_GRANULE - 1) >> GRAN_SHIFT;
     if (k && g0 <= runs[k - 1].g1) {
@@ -149,7 +145,7 @@ int mmsb_collect_logs(mmsb_bus *bus, mmsb_batch *b) {
   }
   /* Entries of runs not wholly in this bus's regions: to the bitmaps. */
   for (size_t i = 0, k = 0; i < n; i++) {
-    uintptr_t g0 = ent_addr(ents[i]) >> GRAN_SHIFT;
+    uintptr_t g0 = mmsb_log_entry_addr(ents[i]) >> GRAN_SHIFT;
     while (k + 1 < nr && runs[k].g1 <= g0) k++;
     if (covered[k] < runs[k].g1 - runs[k].g0) mmsb_logs_fold(&ents[i], 1);
   }

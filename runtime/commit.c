@@ -22,9 +22,8 @@ static void remark(mmsb_bus *bus, const mmsb_batch *b) {
     mmsb_batch_delta_trusted(b, i, &d);
     mmsb_region *r = mmsb_region_by_id(bus, d.region_id);
     if (!r) continue;
-    size_t start = (size_t)d.page * MMSB_PAGE_SIZE;
-    size_t plen = r->size - start < MMSB_PAGE_SIZE ? r->size - start : MMSB_PAGE_SIZE;
-    mmsb_mark_range((uintptr_t)r->data + start, plen);
+    mmsb_mark_range((uintptr_t)r->data + (size_t)d.page * MMSB_PAGE_SIZE,
+                    mmsb_region_page_len(r, d.page));
   }
 }
 

@@ -5,7 +5,6 @@
  */
 #include "internal.h"
 #include "device.h"
-#include "mmsb/page_apply.h"
 
 #include <stddef.h>
 #include <stdlib.h>

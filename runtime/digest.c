@@ -20,11 +20,6 @@
 
 static const uint8_t zero_page[MMSB_PAGE_SIZE];
 
-static size_t page_len(const mmsb_region *r, size_t page) {
-  size_t start = page * MMSB_PAGE_SIZE;
-  return r->size - start < MMSB_PAGE_SIZE ? r->size - start : MMSB_PAGE_SIZE;
-}
-
 /* splitmix64's finalizer: a bijection that spreads every input bit. */
 static inline uint64_t mix(uint64_t z) {
   z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
@@ -35,7 +30,7 @@ static inline uint64_t mix(uint64_t z) {
 uint64_t mmsb_page_contrib(const mmsb_region *r, size_t page) {
   static _Atomic uint64_t zero_full; /* H of a whole zero page; 0 until computed */
   uint64_t k = ((uint64_t)r->id << 40) ^ page;
-  size_t n = page_len(r, page);
+  size_t n = mmsb_region_page_len(r, page);
   uint64_t z = n == MMSB_PAGE_SIZE ? zero_full : mmsb_xxh3(zero_page, n);
   if (n == MMSB_PAGE_SIZE && !z) z = zero_full = mmsb_xxh3(zero_page, n);
   return mix(mmsb_xxh3(r->data + page * MMSB_PAGE_SIZE, n) ^ k) ^ mix(z ^ k);

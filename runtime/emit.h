@@ -30,12 +30,6 @@ typedef struct copy_q {
 } copy_q;
 void mmsb_copy_flush(copy_q *q);
 
-/* Bytes of region page `page` (the last page may be short). */
-static inline size_t mmsb_region_page_len(const mmsb_region *r, size_t page) {
-  size_t start = page * MMSB_PAGE_SIZE;
-  return r->size - start < MMSB_PAGE_SIZE ? r->size - start : MMSB_PAGE_SIZE;
-}
-
 /* The plan of a page's delta: its body size (0: no delta), with
  * PLAN_WHOLE when runs would take at least the page's plen bytes. */
 uint32_t mmsb_runs_plan(const page_runs *pr, size_t plen);

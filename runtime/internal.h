@@ -4,6 +4,7 @@
 
 #include "mmsb/mmsb.h"
 #include "mmsb/format.h"
+#include "mmsb/page_apply.h"
 #include "mmsb_abi.h"
 
 #include <pthread.h>
@@ -195,6 +196,16 @@ struct mmsb_bus {
 /* The graph as a GRAPH record payload, if it changed since the last call
  * (returns 1; 0 when unchanged). */
 int mmsb_graph_serialize(mmsb_bus *bus, mmsb_buf *out);
+
+/* Bytes of region page `page` (the last page may be short). */
+static inline size_t mmsb_region_page_len(const mmsb_region *r, size_t page) {
+  return mmsb_page_len(r->size, page);
+}
+
+/* The address of a mark log entry (mmsb_abi.h: address | (length-1) << 48). */
+static inline uintptr_t mmsb_log_entry_addr(uint64_t e) {
+  return (uintptr_t)(e & (((uint64_t)1 << MMSB_LOG_LEN_SHIFT) - 1));
+}
 
 /* ---- delta.c / batch.c ---- */
 int mmsb_batch_begin(mmsb_batch *b, mmsb_epoch_t epoch);

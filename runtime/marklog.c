@@ -37,10 +37,6 @@ static __thread thread_log *self;
  * that threads do not contend on it. */
 static struct { _Atomic uint64_t n; char pad[56]; } outside[16];
 
-static inline uintptr_t entry_addr(uint64_t e) {
-  return (uintptr_t)(e & (((uint64_t)1 << MMSB_LOG_LEN_SHIFT) - 1));
-}
-
 /* Folds entries into the bitmaps.  Entries point anywhere in a window, so
  * the granule words are random accesses: each is prefetched a few entries
  * ahead so that the misses overlap instead of queueing. */
@@ -49,7 +45,7 @@ static void fold(const uint64_t *e, const uint64_t *end) {
   if (e < end) mmsb_bitmap_gen++;
   for (; e < end; e++) {
     if (e + AHEAD < end) {
-      uintptr_t q = entry_addr(e[AHEAD]);
+      uintptr_t q = mmsb_log_entry_addr(e[AHEAD]);
       for (int w = 0; w < MMSB_NWINDOWS; w++) {
         uintptr_t off = q - __mmsb_windows[w].lo;
         if (off < __mmsb_windows[w].size) {
@@ -58,7 +54,7 @@ static void fold(const uint64_t *e, const uint64_t *end) {
         }
       }
     }
-    uintptr_t p = entry_addr(*e);
+    uintptr_t p = mmsb_log_entry_addr(*e);
     size_t n = (size_t)(*e >> MMSB_LOG_LEN_SHIFT) + 1;
     for (int w = 0; w < MMSB_NWINDOWS; w++) {
       uintptr_t off = p - __mmsb_windows[w].lo, size = __mmsb_windows[w].size;

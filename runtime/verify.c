@@ -31,8 +31,7 @@ static void apply_to_copies(mmsb_bus *bus, const mmsb_batch *b) {
     if (!r || !r->shadow_copy) continue;
     size_t start = (size_t)d.page * MMSB_PAGE_SIZE;
     if (start >= r->size) continue;
-    size_t plen = r->size - start < MMSB_PAGE_SIZE ? r->size - start : MMSB_PAGE_SIZE;
-    mmsb_delta_apply(&d, r->shadow_copy + start, plen);
+    mmsb_delta_apply(&d, r->shadow_copy + start, mmsb_region_page_len(r, d.page));
   }
 }
 
