@@ -58,16 +58,9 @@ static void fold(page_acc *img, const mmsb_accum *a, size_t pg, bool *any) {
   size_t ps = pg * MMSB_PAGE_SIZE, pe = ps + MMSB_PAGE_SIZE;
   size_t s = a->offset > ps ? a->offset : ps;
   size_t e = a->offset + a->len < pe ? a->offset + a->len : pe;
-  size_t es = (size_t)mmsb_type_size(a->type);
-  for (size_t at = s; at < e; at += es) {
-    size_t o = at - ps;
-    if (img->mask[o >> 3] >> (o & 7) & 1)
-      mmsb_accumulate_bytes(img->values + o, a->values + (at - a->offset), es, a->op, a->type);
-    else
-      memcpy(img->values + o, a->values + (at - a->offset), es);
-    for (size_t k = 0; k < es; k++) img->mask[(o + k) >> 3] |= (uint8_t)(1u << ((o + k) & 7));
-    *any = true;
-  }
+  if (s >= e) return;
+  mmsb_overlay(img->mask, img->values, s - ps, a->values + (s - a->offset), e - s, a->op, a->type);
+  *any = true;
 }
 
 static int by_size(const void *pa, const void *pb) {
@@ -117,7 +110,7 @@ static int flush_page(mmsb_batch *b, mmsb_region *r, const mmsb_accum *q, const 
     if (!rc) rc = mmsb_delta_view(enc, len, &d);
     if (!rc) rc = mmsb_batch_append(b, enc, len);
     if (rc) return rc;
-    mmsb_delta_apply(&d, r->data + start, plen);
+    mmsb_delta_apply_trusted(&d, r->data + start); /* encoded for plen just above */
   }
   return MMSB_OK;
 }

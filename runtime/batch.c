@@ -228,8 +228,9 @@ const uint8_t *mmsb_batch_bytes(const mmsb_batch *b, size_t *len) {
   return b->bytes.p;
 }
 
-/* Finds where delta i lands in bus: its page and the page's length. */
-static int resolve(const mmsb_batch *b, size_t i, mmsb_bus *bus, mmsb_delta *d,
+/* Finds where delta i lands in bus: its page and the page's length; with
+ * check, also that its runs fit that page. */
+static int resolve(const mmsb_batch *b, size_t i, mmsb_bus *bus, bool check, mmsb_delta *d,
                    uint8_t **page, size_t *plen) {
   /* A batch is validated when decoded or made by commit: no need to again. */
   mmsb_batch_delta_trusted(b, i, d);
@@ -240,28 +241,25 @@ static int resolve(const mmsb_batch *b, size_t i, mmsb_bus *bus, mmsb_delta *d,
                      (unsigned long long)d->page, r->name);
   *plen = mmsb_region_page_len(r, d->page);
   *page = r->data + (size_t)d->page * MMSB_PAGE_SIZE;
-  uint32_t cur = 0;
-  mmsb_run run;
-  while (mmsb_delta_next_run(d, &cur, &run))
-    if (run.offset + (size_t)run.length > *plen)
-      return mmsb_fail(MMSB_ERANGE, "delta %zu: run past the end of region '%s'",
-                       i, r->name);
+  if (check && mmsb_delta_check_runs(d, *plen))
+    return mmsb_fail(MMSB_ERANGE, "delta %zu: run past the end of region '%s'", i, r->name);
   return MMSB_OK;
 }
 
-/* Checks every delta before applying any, so a bad batch changes nothing. */
+/* Checks every delta before applying any, so a bad batch changes nothing;
+ * the second pass applies what the first checked. */
 int mmsb_batch_apply(const mmsb_batch *b, mmsb_bus *bus) {
   if (!b || !bus) return mmsb_fail(MMSB_EINVAL, "NULL argument");
   mmsb_delta d;
   uint8_t *page;
   size_t plen;
   for (size_t i = 0; i < b->count; i++) {
-    int rc = resolve(b, i, bus, &d, &page, &plen);
+    int rc = resolve(b, i, bus, true, &d, &page, &plen);
     if (rc) return rc;
   }
   for (size_t i = 0; i < b->count; i++) {
-    resolve(b, i, bus, &d, &page, &plen);
-    mmsb_delta_apply(&d, page, plen);
+    resolve(b, i, bus, false, &d, &page, &plen);
+    mmsb_delta_apply_trusted(&d, page);
   }
   return MMSB_OK;
 }

@@ -113,60 +113,37 @@ int mmsb_delta_next_run(const mmsb_delta *d, uint32_t *cursor, mmsb_run *run) {
   return 1;
 }
 
-/* dst[i] = dst[i] op src[i] for n elements of `type`. */
-#define ACC_LOOP(T, EXPR)                                                   \
-  for (size_t i = 0; i < n; i++) {                                          \
-    T a, b;                                                                 \
-    memcpy(&a, dst + i * sizeof(T), sizeof(T));                             \
-    memcpy(&b, src + i * sizeof(T), sizeof(T));                             \
-    T r = EXPR;                                                             \
-    memcpy(dst + i * sizeof(T), &r, sizeof(T));                             \
-  }
-#define ACC_OPS(T)                                                          \
-  switch (op) {                                                             \
-  case MMSB_OP_ADD: ACC_LOOP(T, a + b) break;                               \
-  case MMSB_OP_MIN: ACC_LOOP(T, b < a ? b : a) break;                       \
-  case MMSB_OP_MAX: ACC_LOOP(T, b > a ? b : a) break;                       \
-  default: break;                                                           \
-  }
-#define ACC_BITS(T)                                                         \
-  switch (op) {                                                             \
-  case MMSB_OP_OR: ACC_LOOP(T, a | b) return;                               \
-  case MMSB_OP_XOR: ACC_LOOP(T, a ^ b) return;                              \
-  default: ACC_OPS(T) return;                                               \
-  }
-
+/* dst = dst op src, element by element: the same per-element code as the
+ * mirror kernels (include/mmsb/page_apply.h), so host and device agree. */
 void mmsb_accumulate_bytes(uint8_t *dst, const uint8_t *src, size_t bytes,
                            int op, int type) {
-  size_t n = bytes / (size_t)mmsb_type_size(type);
-  switch (type) {
-  case MMSB_T_U32: ACC_BITS(uint32_t)
-  case MMSB_T_U64: ACC_BITS(uint64_t)
-  case MMSB_T_I64: /* two's complement: ADD wraps as it does for u64 */
-    if (op == MMSB_OP_MIN || op == MMSB_OP_MAX) { ACC_OPS(int64_t) return; }
-    ACC_BITS(uint64_t)
-  case MMSB_T_F32: ACC_OPS(float) return;
-  case MMSB_T_F64: ACC_OPS(double) return;
-  default: memcpy(dst, src, bytes); return;
+  mmsb_run_apply_part(dst, 0, src, 0, (uint32_t)bytes, op, type);
+}
+
+int mmsb_delta_check_runs(const mmsb_delta *d, size_t page_len) {
+  uint32_t cur = 0;
+  mmsb_run r;
+  while (mmsb_delta_next_run(d, &cur, &r))
+    if (r.offset + (size_t)r.length > page_len)
+      return mmsb_fail(MMSB_ERANGE, "run [%u,+%u) past a page of %zu bytes",
+                       r.offset, r.length, page_len);
+  return MMSB_OK;
+}
+
+void mmsb_delta_apply_trusted(const mmsb_delta *d, uint8_t *page) {
+  uint32_t cur = 0;
+  mmsb_run r;
+  while (mmsb_delta_next_run(d, &cur, &r)) {
+    if (d->op == MMSB_OP_ASSIGN) memcpy(page + r.offset, r.bytes, r.length);
+    else mmsb_accumulate_bytes(page + r.offset, r.bytes, r.length, d->op, d->type);
   }
 }
 
 int mmsb_delta_apply(const mmsb_delta *d, void *page, size_t page_len) {
   if (!d || !page) return mmsb_fail(MMSB_EINVAL, "NULL delta or page");
-  uint8_t *pg = page;
-  uint32_t cur = 0;
-  mmsb_run r;
-  while (mmsb_delta_next_run(d, &cur, &r)) {
-    if (r.offset + (size_t)r.length > page_len)
-      return mmsb_fail(MMSB_ERANGE, "run [%u,+%u) past a page of %zu bytes",
-                       r.offset, r.length, page_len);
-  }
-  cur = 0;
-  while (mmsb_delta_next_run(d, &cur, &r)) {
-    if (d->op == MMSB_OP_ASSIGN) memcpy(pg + r.offset, r.bytes, r.length);
-    else mmsb_accumulate_bytes(pg + r.offset, r.bytes, r.length, d->op, d->type);
-  }
-  return MMSB_OK;
+  int rc = mmsb_delta_check_runs(d, page_len);
+  if (!rc) mmsb_delta_apply_trusted(d, page);
+  return rc;
 }
 
 static inline bool mask_get(const uint8_t *m, size_t i) { return m[i >> 3] >> (i & 7) & 1; }
@@ -226,21 +203,25 @@ int mmsb_delta_encode(uint32_t region, uint64_t page, int op, int type,
                 out_len);
 }
 
-/* Overlays delta d on (mask, values): ASSIGN overwrites, accumulating ops
- * combine where both cover a byte.  Returns the page extent it reached. */
+void mmsb_overlay(uint8_t *mask, uint8_t *values, size_t at, const uint8_t *src, size_t len,
+                  int op, int type) {
+  size_t es = (size_t)mmsb_type_size(type);
+  for (size_t i = 0; i < len; i += es, at += es) {
+    if (op != MMSB_OP_ASSIGN && mask_get(mask, at))
+      mmsb_accumulate_bytes(values + at, src + i, es, op, type);
+    else
+      memcpy(values + at, src + i, es);
+    for (size_t k = 0; k < es; k++) mask[(at + k) >> 3] |= (uint8_t)(1u << ((at + k) & 7));
+  }
+}
+
+/* Overlays delta d on (mask, values); returns the page extent it reached. */
 static size_t overlay(const mmsb_delta *d, uint8_t *mask, uint8_t *values) {
-  size_t es = (size_t)mmsb_type_size(d->type), extent = 0;
+  size_t extent = 0;
   uint32_t cur = 0;
   mmsb_run r;
   while (mmsb_delta_next_run(d, &cur, &r)) {
-    for (size_t i = 0; i < r.length; i += es) {
-      size_t at = r.offset + i;
-      if (d->op != MMSB_OP_ASSIGN && mask_get(mask, at))
-        mmsb_accumulate_bytes(values + at, r.bytes + i, es, d->op, d->type);
-      else
-        memcpy(values + at, r.bytes + i, es);
-      for (size_t k = 0; k < es; k++) mask[(at + k) >> 3] |= (uint8_t)(1u << ((at + k) & 7));
-    }
+    mmsb_overlay(mask, values, r.offset, r.bytes, r.length, d->op, d->type);
     if (r.offset + (size_t)r.length > extent) extent = r.offset + r.length;
   }
   return extent;

@@ -231,6 +231,16 @@ void mmsb_delta_write_header(uint8_t *out, uint32_t region, uint64_t page,
 int mmsb_type_size(int type);
 void mmsb_accumulate_bytes(uint8_t *dst, const uint8_t *src, size_t bytes,
                            int op, int type);
+/* MMSB_ERANGE (and the detail) when a run of d ends past page_len. */
+int mmsb_delta_check_runs(const mmsb_delta *d, size_t page_len);
+/* Applies d to a page its runs are known to fit (checked, or made here). */
+void mmsb_delta_apply_trusted(const mmsb_delta *d, uint8_t *page);
+/* Lays len bytes of src (elements of `type`) at page offset `at` over a
+ * page image (mask: the bytes it holds, values): an accumulating op
+ * combines with the elements the mask already covers and copies the rest,
+ * ASSIGN copies; the mask then covers them all. */
+void mmsb_overlay(uint8_t *mask, uint8_t *values, size_t at, const uint8_t *src, size_t len,
+                  int op, int type);
 bool mmsb_op_valid(int op, int type);
 
 /* ---- commit.c / verify.c / accumulate.c ---- */

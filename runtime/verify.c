@@ -31,7 +31,7 @@ static void apply_to_copies(mmsb_bus *bus, const mmsb_batch *b) {
     if (!r || !r->shadow_copy) continue;
     size_t start = (size_t)d.page * MMSB_PAGE_SIZE;
     if (start >= r->size) continue;
-    mmsb_delta_apply(&d, r->shadow_copy + start, mmsb_region_page_len(r, d.page));
+    mmsb_delta_apply_trusted(&d, r->shadow_copy + start); /* made by this commit */
   }
 }
 
