@@ -108,6 +108,7 @@ void mmsb_batch_finish(mmsb_batch *b) {
 
 void mmsb_batch_reset(mmsb_batch *b) {
   mmsb_buf_free(&b->bytes);
+  mmsb_buf_free(&b->spare);
   free(b->index);
   b->index = NULL;
   b->count = b->index_cap = 0;
@@ -265,38 +266,41 @@ int mmsb_batch_apply(const mmsb_batch *b, mmsb_bus *bus) {
 }
 
 /* Puts the deltas in (region, page) order, stably, so that deltas of one
- * page keep the order they were appended in (ASSIGN before accumulations). */
-static const mmsb_batch *sort_batch;
-static int by_region_page(const void *pa, const void *pb) {
+ * page keep the order they were appended in (ASSIGN before accumulations).
+ * The sorted bytes go to the spare buffer, which then swaps with the
+ * batch's: neither is freed, so the next commit reuses both. */
+static int by_region_page(const void *pa, const void *pb, void *ctx) {
+  const uint8_t *bytes = ctx;
   size_t a = *(const size_t *)pa, b = *(const size_t *)pb;
   uint32_t ra, rb;
   uint64_t ga, gb;
-  memcpy(&ra, sort_batch->bytes.p + a, 4);
-  memcpy(&rb, sort_batch->bytes.p + b, 4);
-  memcpy(&ga, sort_batch->bytes.p + a + 8, 8);
-  memcpy(&gb, sort_batch->bytes.p + b + 8, 8);
+  memcpy(&ra, bytes + a, 4);
+  memcpy(&rb, bytes + b, 4);
+  memcpy(&ga, bytes + a + 8, 8);
+  memcpy(&gb, bytes + b + 8, 8);
   if (ra != rb) return ra < rb ? -1 : 1;
   if (ga != gb) return ga < gb ? -1 : 1;
   return a < b ? -1 : a > b; /* offsets grow with append order: stable */
 }
 
 int mmsb_batch_sort(mmsb_batch *b) {
-  mmsb_buf out = {0};
-  int rc = mmsb_buf_reserve(&out, b->bytes.len);
+  mmsb_buf *out = &b->spare;
+  out->len = 0;
+  int rc = mmsb_buf_reserve(out, b->bytes.len);
   if (rc) return rc;
-  sort_batch = b; /* commit holds the bus lock; batches sort one at a time */
-  qsort(b->index, b->count, sizeof *b->index, by_region_page);
-  memcpy(out.p, b->bytes.p, MMSB_BATCH_HDR);
-  out.len = MMSB_BATCH_HDR;
+  qsort_r(b->index, b->count, sizeof *b->index, by_region_page, b->bytes.p);
+  memcpy(out->p, b->bytes.p, MMSB_BATCH_HDR);
+  out->len = MMSB_BATCH_HDR;
   for (size_t i = 0; i < b->count; i++) {
     uint32_t body;
     memcpy(&body, b->bytes.p + b->index[i] + 20, 4);
     size_t len = MMSB_DELTA_HDR + body;
-    memcpy(out.p + out.len, b->bytes.p + b->index[i], len);
-    b->index[i] = out.len;
-    out.len += len;
+    memcpy(out->p + out->len, b->bytes.p + b->index[i], len);
+    b->index[i] = out->len;
+    out->len += len;
   }
-  mmsb_buf_free(&b->bytes);
-  b->bytes = out;
+  mmsb_buf t = b->bytes;
+  b->bytes = *out;
+  *out = t;
   return MMSB_OK;
 }

@@ -157,6 +157,7 @@ void mmsb_buf_free(mmsb_buf *b);
 
 struct mmsb_batch {
   mmsb_buf bytes;      /* header + deltas in the format of docs/format.md */
+  mmsb_buf spare;      /* mmsb_batch_sort's second buffer, kept for reuse */
   size_t *index;       /* byte offset of each delta */
   size_t count, index_cap;
   bool owned;          /* freed by mmsb_batch_free */
