@@ -8,15 +8,11 @@
 #include <stdio.h>
 #include <string.h>
 
-static inline void store_n(const void *p, size_t n) {
-  mmsb_mark_range((uintptr_t)p, n);
-}
-
-void __mmsb_store1(const void *p) { store_n(p, 1); }
-void __mmsb_store2(const void *p) { store_n(p, 2); }
-void __mmsb_store4(const void *p) { store_n(p, 4); }
-void __mmsb_store8(const void *p) { store_n(p, 8); }
-void __mmsb_store16(const void *p) { store_n(p, 16); }
+void __mmsb_store1(const void *p) { mmsb_mark_range((uintptr_t)p, 1); }
+void __mmsb_store2(const void *p) { mmsb_mark_range((uintptr_t)p, 2); }
+void __mmsb_store4(const void *p) { mmsb_mark_range((uintptr_t)p, 4); }
+void __mmsb_store8(const void *p) { mmsb_mark_range((uintptr_t)p, 8); }
+void __mmsb_store16(const void *p) { mmsb_mark_range((uintptr_t)p, 16); }
 void __mmsb_store_range(const void *p, size_t n) { mmsb_mark_range((uintptr_t)p, n); }
 void __mmsb_mark(const void *p, size_t n) { mmsb_mark_range((uintptr_t)p, n); }
 

@@ -32,6 +32,10 @@ static thread_log *logs;  /* every registered thread; mmsb_mark_lock */
 static pthread_key_t exit_key;
 static pthread_once_t key_once = PTHREAD_ONCE_INIT;
 static __thread thread_log *self;
+/* The thread's list node, and a short log for when malloc fails: a thread
+ * always has a log that commit folds. */
+static __thread thread_log self_node;
+static __thread uint64_t fallback[16];
 
 /* Striped counter of stores outside every window: one cache line per slot so
  * that threads do not contend on it. */
@@ -108,28 +112,26 @@ static void on_thread_exit(void *arg) {
   else logs = t->next;
   if (t->next) t->next->prev = t->prev;
   pthread_mutex_unlock(&mmsb_mark_lock);
-  free(t->buf);
-  free(t);
+  if (t->buf != fallback) free(t->buf);
   self = NULL;
   __mmsb_log.pos = __mmsb_log.end = NULL;
 }
 
 static void make_key(void) { pthread_key_create(&exit_key, on_thread_exit); }
 
-/* Registers the calling thread's log; NULL when out of memory. */
-static thread_log *register_self(void) {
+/* Registers the calling thread's log. */
+static void register_self(void) {
   pthread_once(&key_once, make_key);
-  thread_log *t = calloc(1, sizeof *t);
-  uint64_t *buf = malloc(LOG_ENTRIES * sizeof *buf);
-  if (!t || !buf) {
-    free(t);
-    free(buf);
-    return NULL;
+  thread_log *t = &self_node;
+  size_t n = LOG_ENTRIES;
+  uint64_t *buf = malloc(n * sizeof *buf);
+  if (!buf) { /* no memory for a log: a short one, folded more often */
+    buf = fallback;
+    n = sizeof fallback / sizeof *fallback;
   }
-  t->buf = buf;
-  t->log = &__mmsb_log;
+  *t = (thread_log){NULL, NULL, &__mmsb_log, buf};
   __mmsb_log.pos = buf;
-  __mmsb_log.end = buf + LOG_ENTRIES;
+  __mmsb_log.end = buf + n;
   pthread_mutex_lock(&mmsb_mark_lock);
   t->next = logs;
   if (logs) logs->prev = t;
@@ -137,18 +139,13 @@ static thread_log *register_self(void) {
   pthread_mutex_unlock(&mmsb_mark_lock);
   pthread_setspecific(exit_key, t);
   self = t;
-  return t;
 }
 
 uint64_t *__mmsb_log_refill(void) {
-  if (!self && !register_self()) {
-    /* No memory for a log: mark directly, one entry at a time. */
-    static uint64_t spill[1];
-    __mmsb_log.pos = spill;
-    __mmsb_log.end = spill + 1;
-    return spill;
+  if (!self) {
+    register_self();
+    return __mmsb_log.pos;
   }
-  if (!self) return __mmsb_log.pos;
   pthread_mutex_lock(&mmsb_mark_lock);
   flush_one(self);
   pthread_mutex_unlock(&mmsb_mark_lock);
