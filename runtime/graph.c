@@ -39,6 +39,8 @@ struct mmsb_node {
   bool fresh;                /* new or rewired: runs at the next commit */
   uint64_t queued;           /* the round it was last queued in */
   unsigned visited;          /* cycle search stamp */
+  unsigned raised;           /* raise_plan stamp: new_height is this plan's */
+  int new_height;
   struct mmsb_node *parent;  /* cycle search path */
   uint8_t *snap[MAX_EDGES];  /* DIFF: outputs before the run */
 };
@@ -49,6 +51,9 @@ typedef struct mmsb_graph {
   size_t cap;
   unsigned sink_id;
   unsigned visit;            /* cycle search stamp */
+  unsigned raise_stamp;      /* raise_plan stamp */
+  mmsb_node **plan;          /* raise_plan's nodes, to raise */
+  size_t nplan, capplan;
   bool changed;              /* since the last GRAPH record */
   mmsb_nameidx names;        /* nodes by name */
   mmsb_node **heap;          /* this epoch's work list */
@@ -109,14 +114,47 @@ static int cycle_error(const char **path, const char *closing) {
   return mmsb_fail(MMSB_ECYCLE, "edge refused, it closes the cycle %s", msg);
 }
 
-/* Raises n to height h and its consumers after it (edges only ever raise
- * heights; a removed node leaves heights that are still a valid order). */
-static void raise_height(mmsb_node *n, int h) {
-  if (n->height >= h) return;
-  n->height = h;
-  for (int k = 0; k < n->nout; k++)
-    for (unsigned i = 0; i < n->out[k]->nconsumers; i++)
-      raise_height(n->out[k]->consumers[i], h + 1);
+static int height_of(const mmsb_graph *g, const mmsb_node *n) {
+  return n->raised == g->raise_stamp && n->new_height > n->height ? n->new_height : n->height;
+}
+
+/* Adds y to the plan at height h, unless it is that high already. */
+static int plan_push(mmsb_graph *g, mmsb_node *y, int h) {
+  if (height_of(g, y) >= h) return MMSB_OK;
+  mmsb_node **t = mmsb_grow(g->plan, &g->capplan, g->nplan + 1, sizeof *t);
+  if (!t) return mmsb_fail(MMSB_ENOMEM, "graph heights");
+  g->plan = t;
+  y->raised = g->raise_stamp;
+  y->new_height = h;
+  g->plan[g->nplan++] = y;
+  return MMSB_OK;
+}
+
+/* Plans raising node n (or, with n NULL, every consumer of region r) to
+ * height h, and their consumers after them (edges only ever raise heights;
+ * a removed node leaves heights that are still a valid order).  Nothing
+ * changes until raise_apply, so an edge refused for lack of memory leaves
+ * the graph as it was.  Iterative: graphs can be a million nodes deep. */
+static int raise_plan(mmsb_graph *g, mmsb_node *n, const mmsb_region *r, int h) {
+  g->nplan = 0;
+  ++g->raise_stamp;
+  int rc = MMSB_OK;
+  if (n) rc = plan_push(g, n, h);
+  for (unsigned i = 0; !n && !rc && i < r->nconsumers; i++) rc = plan_push(g, r->consumers[i], h);
+  for (size_t at = 0; !rc && at < g->nplan; at++) { /* the plan is its own work list */
+    mmsb_node *x = g->plan[at];
+    int hx = height_of(g, x);
+    for (int k = 0; !rc && k < x->nout; k++)
+      for (unsigned i = 0; !rc && i < x->out[k]->nconsumers; i++)
+        rc = plan_push(g, x->out[k]->consumers[i], hx + 1);
+  }
+  if (rc) g->nplan = 0;
+  return rc;
+}
+
+static void raise_apply(mmsb_graph *g) {
+  for (size_t i = 0; i < g->nplan; i++) g->plan[i]->height = height_of(g, g->plan[i]);
+  g->nplan = 0;
 }
 
 /* ---- the epoch's work list: a binary heap by (height, id) ---- */
@@ -397,6 +435,7 @@ int mmsb_node_input(mmsb_node *n, mmsb_region *r) {
   mmsb_node *p = r->producer;
   const char *path[66];
   if (p && reaches(g, n, p, path)) return cycle_error(path, n->name);
+  if (p && raise_plan(g, n, NULL, p->height + 1)) return MMSB_ENOMEM;
   mmsb_node **c = mmsb_grow(r->consumers, &r->capconsumers, (size_t)r->nconsumers + 1, sizeof *c);
   if (!c) return mmsb_fail(MMSB_ENOMEM, "graph edge");
   r->consumers = c;
@@ -404,7 +443,7 @@ int mmsb_node_input(mmsb_node *n, mmsb_region *r) {
   n->in[n->nin++] = r;
   n->fresh = true;
   g->changed = true;
-  if (p) raise_height(n, p->height + 1);
+  if (p) raise_apply(g);
   return MMSB_OK;
 }
 
@@ -422,8 +461,9 @@ int mmsb_node_output(mmsb_node *n, mmsb_region *r, int detect) {
   const char *path[66];
   for (unsigned i = 0; i < r->nconsumers; i++)
     if (reaches(g, r->consumers[i], n, path)) return cycle_error(path, r->consumers[i]->name);
+  if (raise_plan(g, NULL, r, n->height + 1)) return MMSB_ENOMEM;
   r->producer = n;
-  for (unsigned i = 0; i < r->nconsumers; i++) raise_height(r->consumers[i], n->height + 1);
+  raise_apply(g);
   n->out[n->nout] = r;
   n->detect[n->nout++] = detect;
   n->fresh = true;
@@ -561,6 +601,7 @@ void mmsb_graph_free(mmsb_bus *bus) {
   free(g->nodes);
   free(g->heap);
   free(g->level);
+  free(g->plan);
   free(g->ok);
   mmsb_nameidx_free(&g->names);
   free(g);
