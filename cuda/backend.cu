@@ -32,11 +32,9 @@ struct Stage {
   uint8_t *host = nullptr, *dev = nullptr; // pinned / device
   size_t cap = 0;
   cudaEvent_t done = nullptr;
-  uint64_t epoch = 0;
 };
 
 struct Stream {
-  int device;
   cudaStream_t s;
   Stage stage[2];
   // diff: per page counts and their prefix sums (np each), scan scratch
@@ -202,7 +200,6 @@ int c_open(int device, void **out) {
   int rc = cuda_err(cudaSetDevice(device), "set device");
   if (rc) return rc;
   Stream *s = new Stream();
-  s->device = device;
   rc = cuda_err(cudaStreamCreateWithFlags(&s->s, cudaStreamNonBlocking), "stream");
   for (int i = 0; i < 2 && !rc; i++)
     rc = cuda_err(cudaEventCreateWithFlags(&s->stage[i].done, cudaEventDisableTiming), "event");
@@ -240,16 +237,19 @@ void c_close(void *p) {
 int c_alloc(size_t n, void **p) { return cuda_err(cudaMalloc(p, n ? n : 1), "malloc"); }
 void c_free(void *p) { cudaFree(p); }
 
+// A copy on the stream, waited for.
+int copy_sync(Stream *s, void *dst, const void *src, size_t n, cudaMemcpyKind kind,
+              const char *what) {
+  int rc = cuda_err(cudaMemcpyAsync(dst, src, n, kind, s->s), what);
+  return rc ? rc : cuda_err(cudaStreamSynchronize(s->s), what);
+}
+
 int c_upload(void *p, void *dst, const void *src, size_t n) {
-  Stream *s = (Stream *)p;
-  int rc = cuda_err(cudaMemcpyAsync(dst, src, n, cudaMemcpyHostToDevice, s->s), "upload");
-  return rc ? rc : cuda_err(cudaStreamSynchronize(s->s), "upload");
+  return copy_sync((Stream *)p, dst, src, n, cudaMemcpyHostToDevice, "upload");
 }
 
 int c_download(void *p, void *dst, const void *src, size_t n) {
-  Stream *s = (Stream *)p;
-  int rc = cuda_err(cudaMemcpyAsync(dst, src, n, cudaMemcpyDeviceToHost, s->s), "download");
-  return rc ? rc : cuda_err(cudaStreamSynchronize(s->s), "download");
+  return copy_sync((Stream *)p, dst, src, n, cudaMemcpyDeviceToHost, "download");
 }
 
 int c_copy(void *p, void *dst, const void *src, size_t n) {
@@ -293,7 +293,6 @@ int c_apply(void *p, void *dptr, size_t size, const uint8_t *bytes, size_t len,
       (const uint32_t *)(st.dev + olen) + n, ng);
   rc = cuda_err(cudaGetLastError(), "apply kernel");
   if (!rc) rc = cuda_err(cudaEventRecord(st.done, s->s), "event");
-  st.epoch = epoch;
   return rc;
 }
 

@@ -42,7 +42,7 @@ static int h_copy(void *s, void *dst, const void *src, size_t n) {
 
 /* The kernel's work for one delta, done by one "block": whole pages and
  * runs, assign or accumulate. */
-void mmsb_apply_one(uint8_t *base, size_t size, const uint8_t *d) {
+static void apply_one(uint8_t *base, size_t size, const uint8_t *d) {
   mmsb_dhdr h;
   mmsb_dhdr_read(d, &h);
   uint8_t *pg = base + h.page * MMSB_PAGE_SIZE;
@@ -67,7 +67,7 @@ static int h_apply(void *s, void *dptr, size_t size, const uint8_t *bytes, size_
   (void)threads;
   (void)len;
   (void)epoch;
-  for (size_t i = 0; i < n; i++) mmsb_apply_one(dptr, size, bytes + offs[i]);
+  for (size_t i = 0; i < n; i++) apply_one(dptr, size, bytes + offs[i]);
   return MMSB_OK;
 }
 static int h_wait(void *s, uint64_t e) { (void)s; (void)e; return MMSB_OK; }
