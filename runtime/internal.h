@@ -270,6 +270,14 @@ int mmsb_bus_attach_log(mmsb_bus *bus);
 int mmsb_bus_detach_log(mmsb_bus *bus);
 /* Writes the REGION record of r (a new region on a logging bus). */
 int mmsb_log_region(mmsb_bus *bus, mmsb_region *r);
+/* A REGION record's payload (docs/format.md), read and checked. */
+typedef struct mmsb_region_rec {
+  uint32_t id, flags;
+  uint64_t size;
+  char name[MMSB_NAME_MAX + 1];
+  const uint8_t *image;   /* flags & 1 (a global): its size initial bytes */
+} mmsb_region_rec;
+int mmsb_region_record_read(const uint8_t *p, uint64_t len, mmsb_region_rec *out);
 /* Recovers dir into bus: newest valid checkpoint at or before stop_at, then
  * the log up to stop_at (0: all).  write: cut a torn tail off the files. */
 typedef struct mmsb_recover_opts {

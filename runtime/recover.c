@@ -148,31 +148,20 @@ typedef struct rstate {
 } rstate;
 
 static int apply_region(rstate *s, const uint8_t *p, uint64_t len) {
-  if (len < 18) return mmsb_fail(MMSB_ECORRUPT, "short region record");
-  uint32_t id, flags;
-  uint64_t size;
-  uint16_t nl;
-  memcpy(&id, p, 4);
-  memcpy(&flags, p + 4, 4);
-  memcpy(&size, p + 8, 8);
-  memcpy(&nl, p + 16, 2);
-  if (nl == 0 || nl > MMSB_NAME_MAX || 18 + (uint64_t)nl > len ||
-      (flags & ~1u) || ((flags & 1) ? len != 18 + nl + size : len != 18u + nl))
-    return mmsb_fail(MMSB_ECORRUPT, "bad region record");
-  char name[MMSB_NAME_MAX + 1];
-  memcpy(name, p + 18, nl);
-  name[nl] = 0;
-  mmsb_region *r = mmsb_region_by_id(s->bus, id);
+  mmsb_region_rec rec;
+  int rc = mmsb_region_record_read(p, len, &rec);
+  if (rc) return rc;
+  mmsb_region *r = mmsb_region_by_id(s->bus, rec.id);
   if (r) { /* known from the checkpoint */
-    if (strcmp(r->name, name) || r->size != size)
+    if (strcmp(r->name, rec.name) || r->size != rec.size)
       return mmsb_fail(MMSB_ECORRUPT, "region %u is '%s' in the checkpoint, '%s' in the log",
-                       id, r->name, name);
+                       rec.id, r->name, rec.name);
     return MMSB_OK;
   }
-  int rc = mmsb_region_recover(s->bus, id, name, size, &r);
+  rc = mmsb_region_recover(s->bus, rec.id, rec.name, rec.size, &r);
   if (rc) return rc;
-  if (flags & 1) { /* a global's initial bytes */
-    memcpy(r->data, p + 18 + nl, size);
+  if (rec.flags & 1) { /* a global's initial bytes */
+    memcpy(r->data, rec.image, rec.size);
     mmsb_digest_region_rehash(r);
   }
   return MMSB_OK;

@@ -28,8 +28,19 @@ static int io_status(int e) {
   return e == ENOSPC || e == EFBIG || e == EDQUOT ? MMSB_ENOSPC : MMSB_EIO;
 }
 
+/* The name of the segment whose first epoch is `first`. */
+static void seg_name(char out[64], mmsb_epoch_t first) {
+  snprintf(out, 64, "seg-%020llu.log", (unsigned long long)first);
+}
+
+static int sync_now(mmsb_tlog *lg) {
+  if (fdatasync(lg->fd) != 0)
+    return mmsb_fail(io_status(errno), "fdatasync %s: %s", lg->seg_name, strerror(errno));
+  return MMSB_OK;
+}
+
 static int open_segment(mmsb_tlog *lg, mmsb_epoch_t first, bool create) {
-  snprintf(lg->seg_name, sizeof lg->seg_name, "seg-%020llu.log", (unsigned long long)first);
+  seg_name(lg->seg_name, first);
   int fd = openat(lg->dirfd, lg->seg_name, O_RDWR | O_CLOEXEC | (create ? O_CREAT | O_EXCL : 0), 0600);
   if (fd < 0)
     return mmsb_fail(io_status(errno), "open %s/%s: %s", lg->dir, lg->seg_name, strerror(errno));
@@ -99,11 +110,10 @@ static int append(mmsb_tlog *lg, int type, mmsb_epoch_t epoch, struct iovec *par
 
 int mmsb_log_rotate(mmsb_tlog *lg, mmsb_epoch_t first) {
   char seg[64];
-  snprintf(seg, sizeof seg, "seg-%020llu.log", (unsigned long long)first);
+  seg_name(seg, first);
   if (strcmp(seg, lg->seg_name) == 0) return MMSB_OK;
-  if (fdatasync(lg->fd) != 0)
-    return mmsb_fail(io_status(errno), "fdatasync %s: %s", lg->seg_name, strerror(errno));
-  return open_segment(lg, first, true);
+  int rc = sync_now(lg);
+  return rc ? rc : open_segment(lg, first, true);
 }
 
 int mmsb_log_region(mmsb_bus *bus, mmsb_region *r) {
@@ -123,11 +133,22 @@ int mmsb_log_region(mmsb_bus *bus, mmsb_region *r) {
   return rc;
 }
 
-static int sync_now(mmsb_tlog *lg) {
-  if (fdatasync(lg->fd) != 0)
-    return mmsb_fail(io_status(errno), "fdatasync %s: %s", lg->seg_name, strerror(errno));
+int mmsb_region_record_read(const uint8_t *p, uint64_t len, mmsb_region_rec *out) {
+  if (len < 18) return mmsb_fail(MMSB_ECORRUPT, "short region record");
+  uint16_t nl;
+  memcpy(&out->id, p, 4);
+  memcpy(&out->flags, p + 4, 4);
+  memcpy(&out->size, p + 8, 8);
+  memcpy(&nl, p + 16, 2);
+  if (nl == 0 || nl > MMSB_NAME_MAX || 18 + (uint64_t)nl > len || (out->flags & ~1u) ||
+      ((out->flags & 1) ? len != 18 + nl + out->size : len != 18u + nl))
+    return mmsb_fail(MMSB_ECORRUPT, "bad region record");
+  memcpy(out->name, p + 18, nl);
+  out->name[nl] = 0;
+  out->image = p + 18 + nl;
   return MMSB_OK;
 }
+
 
 /* The log stage: digest, record, sync per policy; the digest changes are
  * kept only once the record is written. */

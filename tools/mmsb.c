@@ -71,23 +71,26 @@ static int print_record(void *c, const char *seg, size_t off, int type, mmsb_epo
       printf("%-30s %10zu  graph from epoch %llu: %u nodes\n", seg, off, (unsigned long long)e, n);
     return 0;
   }
-  if (type == MMSB_REC_REGION && len >= 18) {
-    uint32_t id;
-    uint64_t size;
-    uint16_t nl;
-    memcpy(&id, p, 4);
-    memcpy(&size, p + 8, 8);
-    memcpy(&nl, p + 16, 2);
-    char name[MMSB_NAME_MAX + 1];
-    snprintf(name, sizeof name, "%.*s", (int)(nl <= len - 18 ? nl : 0), (const char *)p + 18);
+  mmsb_region_rec r;
+  if (type == MMSB_REC_REGION && mmsb_region_record_read(p, len, &r) == MMSB_OK) {
     if (s->json) {
       printf("%s\n  {\"type\": \"region\", \"segment\": \"%s\", \"offset\": %zu, \"id\": %u, "
-             "\"size\": %llu, \"name\": ", s->n++ ? "," : "", seg, off, id, (unsigned long long)size);
-      json_str(name);
+             "\"size\": %llu, \"name\": ", s->n++ ? "," : "", seg, off, r.id,
+             (unsigned long long)r.size);
+      json_str(r.name);
       putchar('}');
     } else {
-      printf("%-30s %10zu  region %u '%s' %llu bytes\n", seg, off, id, name, (unsigned long long)size);
+      printf("%-30s %10zu  region %u '%s' %llu bytes\n", seg, off, r.id, r.name,
+             (unsigned long long)r.size);
     }
+    return 0;
+  }
+  if (type == MMSB_REC_REGION) { /* checksummed, yet not a region record */
+    if (s->json)
+      printf("%s\n  {\"type\": \"region\", \"segment\": \"%s\", \"offset\": %zu, "
+             "\"malformed\": true}", s->n++ ? "," : "", seg, off);
+    else
+      printf("%-30s %10zu  region record, malformed\n", seg, off);
     return 0;
   }
   mmsb_batch *b = NULL;
@@ -274,12 +277,10 @@ static int graph_record(void *c, const char *seg, size_t off, int type, mmsb_epo
                         const uint8_t *p, uint64_t len) {
   (void)seg; (void)off; (void)e;
   graph_ctx *g = c;
-  if (type == MMSB_REC_REGION && len >= 18) {
-    uint32_t id;
-    uint16_t nl;
-    memcpy(&id, p, 4);
-    memcpy(&nl, p + 16, 2);
-    if (id < 4096 && nl <= len - 18) snprintf(g->names[id], 64, "%.*s", (int)nl, (const char *)p + 18);
+  mmsb_region_rec r;
+  if (type == MMSB_REC_REGION) {
+    if (mmsb_region_record_read(p, len, &r) == MMSB_OK && r.id < 4096)
+      snprintf(g->names[r.id], 64, "%.63s", r.name);
   } else if (type == MMSB_REC_GRAPH) {
     free(g->graph);
     g->graph = malloc(len ? len : 1);
