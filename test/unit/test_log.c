@@ -128,12 +128,19 @@ static void test_recover_and_replay(void) {
   CHECK_FAILS(mmsb_replay("/nonexistent/mmsb", 0, &v), MMSB_ENOTFOUND);
 }
 
-static void test_checkpoint(void) {
+/* A fresh log of epochs 1..last (seed s), reopened and checkpointed. */
+static mmsb_bus *checkpointed_log(uint64_t s, int last, int sync, mmsb_region **a,
+                                  mmsb_region **b) {
   rmdir_all();
-  write_epochs(12, 1, 25, MMSB_SYNC_COMMIT);
-  mmsb_region *a, *b;
-  mmsb_bus *bus = open_dir(MMSB_SYNC_COMMIT, &a, &b, NULL);
+  write_epochs(s, 1, last, sync);
+  mmsb_bus *bus = open_dir(sync, a, b, NULL);
   CHECK_OK(mmsb_checkpoint(bus));
+  return bus;
+}
+
+static void test_checkpoint(void) {
+  mmsb_region *a, *b;
+  mmsb_bus *bus = checkpointed_log(12, 25, MMSB_SYNC_COMMIT, &a, &b);
   commit_epochs(bus, a, b, 12, 26, 40);
   CHECK_OK(mmsb_checkpoint(bus));
   commit_epochs(bus, a, b, 12, 41, 45);
@@ -151,24 +158,28 @@ static void test_checkpoint(void) {
   CHECK_FAILS(mmsb_replay(dir, 30, &v), MMSB_ENOTFOUND); /* retired with its segments */
 }
 
-/* Reads a file of dir whole; *len gets its size. */
-static uint8_t *slurp(const char *name, size_t *len) {
+/* Opens a file of dir. */
+static int open_in_dir(const char *name, int flags) {
   char p[512];
   snprintf(p, sizeof p, "%s/%s", dir, name);
-  int fd = open(p, O_RDONLY);
+  return open(p, flags, 0600);
+}
+
+/* Reads a file of dir whole; *len gets its size. */
+static uint8_t *slurp(const char *name, size_t *len) {
+  int fd = open_in_dir(name, O_RDONLY);
   struct stat st;
-  if (fd < 0 || fstat(fd, &st)) return NULL;
-  uint8_t *buf = malloc((size_t)st.st_size + 1);
-  *len = (size_t)st.st_size;
-  if (read(fd, buf, *len) != (ssize_t)*len) *len = 0;
-  close(fd);
+  uint8_t *buf = fd >= 0 && fstat(fd, &st) == 0 ? malloc((size_t)st.st_size + 1) : NULL;
+  if (buf) {
+    *len = (size_t)st.st_size;
+    if (read(fd, buf, *len) != (ssize_t)*len) *len = 0;
+  }
+  if (fd >= 0) close(fd);
   return buf;
 }
 
 static void spill(const char *name, const uint8_t *buf, size_t len) {
-  char p[512];
-  snprintf(p, sizeof p, "%s/%s", dir, name);
-  int fd = open(p, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+  int fd = open_in_dir(name, O_WRONLY | O_CREAT | O_TRUNC);
   if (fd < 0 || write(fd, buf, len) != (ssize_t)len) CHECK(0);
   if (fd >= 0) close(fd);
 }
@@ -214,11 +225,8 @@ static void test_torn_every_offset(void) {
 /* Random bit flips in a checkpoint and a segment: open recovers a valid
  * prefix or refuses with MMSB_ECORRUPT; it never opens with wrong bytes. */
 static void test_bit_flips(int cases) {
-  rmdir_all();
-  write_epochs(14, 1, 15, MMSB_SYNC_NONE);
   mmsb_region *a0, *b0;
-  mmsb_bus *bus0 = open_dir(MMSB_SYNC_NONE, &a0, &b0, NULL);
-  CHECK_OK(mmsb_checkpoint(bus0));
+  mmsb_bus *bus0 = checkpointed_log(14, 15, MMSB_SYNC_NONE, &a0, &b0);
   commit_epochs(bus0, a0, b0, 14, 16, 20);
   mmsb_bus_close(bus0);
   const char *files[] = {"ckpt-00000000000000000015.ckpt", "seg-00000000000000000016.log"};
