@@ -285,32 +285,25 @@ typedef struct level_job {
   mmsb_node **nodes;
   int *status;
   size_t n;
-  _Atomic size_t next;
 } level_job;
 
-static void *level_worker(void *arg) {
-  level_job *j = arg;
-  for (size_t i; (i = atomic_fetch_add(&j->next, 1)) < j->n;)
-    j->status[i] = prepare_and_run(j->nodes[i]);
-  return NULL;
+static void level_part(void *ctx, int part, int nparts) {
+  level_job *j = ctx;
+  size_t lo = j->n * (size_t)part / (size_t)nparts, hi = j->n * (size_t)(part + 1) / (size_t)nparts;
+  for (size_t i = lo; i < hi; i++) j->status[i] = prepare_and_run(j->nodes[i]);
 }
 
-/* Runs one height's nodes, on up to `threads` threads; the first failure in
+/* Runs one height's nodes on up to `threads` threads of the pool (in parts
+ * of a few nodes, handed out as threads come free); the first failure in
  * id order is the one reported. */
 static int run_level(mmsb_graph *g, mmsb_node **nodes, size_t n, int threads, uint64_t epoch) {
   int *status = realloc(g->ok, n * sizeof *status);
   if (!status) return mmsb_fail(MMSB_ENOMEM, "propagation");
   g->ok = status;
   memset(status, 0, n * sizeof *status);
-  level_job j = {nodes, status, n, 0};
-  pthread_t t[64];
-  int nt = threads > 64 ? 64 : threads;
-  if ((size_t)nt > n) nt = (int)n;
-  int started = 0;
-  for (int i = 1; i < nt; i++)
-    if (pthread_create(&t[started], NULL, level_worker, &j) == 0) started++;
-  level_worker(&j);
-  for (int i = 0; i < started; i++) pthread_join(t[i], NULL);
+  level_job j = {nodes, status, n};
+  size_t parts = threads > 1 ? (size_t)threads * 8 : 1;
+  mmsb_pool_run((int)(parts < n ? parts : n), threads, level_part, &j);
   int rc = MMSB_OK;
   for (size_t i = 0; i < n && !rc; i++)
     if (status[i] < 0) rc = mmsb_fail(MMSB_ENOMEM, "node '%s': diff copy", nodes[i]->name);

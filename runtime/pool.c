@@ -1,13 +1,15 @@
 /*
- * pool.c - a process-wide pool of worker threads for the runtime's own
- * parallel loops (collecting large epochs).  Work is cut into parts; the
- * caller and the workers take parts as they come free, so a worker that
- * wakes late takes fewer.  Threads are started on
- * first use and kept: starting threads per commit costs more than a small
- * commit.  One job runs at a time; a second caller waits for the first.
+ * pool.c - a process-wide pool of worker threads for the runtime's
+ * parallel loops: collecting large epochs, filling mirror staging, and the
+ * nodes of one propagation height.  Work is cut into parts; the caller and
+ * the workers take parts as they come free, so a worker that wakes late
+ * takes fewer.  Threads are started on first use and kept: starting threads
+ * per commit costs more than a small commit.  One job runs at a time; a
+ * second caller waits for the first, and a job started from inside a job
+ * (a GPU node filling its staging) runs on its caller alone.
  *
- * User code never runs here (propagation nodes have their own threads), so
- * the pool may be on by default.
+ * A job uses at most the threads its caller asks for: user code (nodes)
+ * runs on the pool only when MMSB_THREADS allows it.
  */
 #include "internal.h"
 
@@ -29,6 +31,8 @@ static struct {
   int helpers;               /* workers the job may still take (threads - 1) */
 } P = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER,
        PTHREAD_COND_INITIALIZER, 0, 0, NULL, NULL, 0, 0, 0, 0};
+
+static __thread int in_job; /* this thread is running a part or waiting for its job */
 
 /* Takes parts of the current job until none is left; P.lock held. */
 static void take_parts(void) {
@@ -65,7 +69,9 @@ static void *worker(void *arg) {
     seen = P.gen;
     if (P.helpers > 0) { /* the pool may be larger than this job asked */
       P.helpers--;
+      in_job = 1;
       take_parts();
+      in_job = 0;
     }
     pthread_mutex_unlock(&P.lock);
   }
@@ -88,7 +94,7 @@ static void grow(int want) {
 }
 
 int mmsb_pool_run(int nparts, int threads, mmsb_part_fn fn, void *ctx) {
-  if (nparts <= 1 || threads <= 1) {
+  if (nparts <= 1 || threads <= 1 || in_job) {
     for (int i = 0; i < nparts; i++) fn(ctx, i, nparts);
     return 1;
   }
@@ -109,8 +115,10 @@ int mmsb_pool_run(int nparts, int threads, mmsb_part_fn fn, void *ctx) {
   P.helpers = asked;
   P.gen++;
   pthread_cond_broadcast(&P.go);
+  in_job = 1;
   take_parts();
   while (P.left) pthread_cond_wait(&P.done, &P.lock);
+  in_job = 0;
   int used = 1 + asked - P.helpers; /* workers that came before the end */
   P.helpers = 0;
   pthread_mutex_unlock(&P.lock);

@@ -89,14 +89,16 @@ typedef struct mmsb_config {
   uint64_t segment_bytes; /* start a new log segment past this size */
   int compress;           /* zstd checkpoints (MMSB_COMPRESS=1) */
   int threads;            /* propagation: independent nodes of one height run
-                             on up to this many threads (MMSB_THREADS; 1) */
-  int commit_threads;     /* collection of a large epoch (2048 dirty pages or
-                             more) runs on up to this many threads of the
-                             runtime's own pool, and so does the copy of a
+                             on up to this many threads of the runtime's
+                             pool (MMSB_THREADS; 1: the committing thread) */
+  int commit_threads;     /* collection of a large epoch (more than 4096
+                             dirty pages) runs on up to this many threads of
+                             the runtime's pool, and so does the copy of a
                              large epoch into a mirror's pinned staging
                              (MMSB_COMMIT_THREADS; default the online CPUs,
                              at most 16; 1: the committing thread alone).
-                             No user code runs on them. */
+                             No user code runs there because of it: node
+                             functions use at most `threads` threads. */
 } mmsb_config;
 
 /* Fills defaults, then applies the MMSB_* environment variables. */
