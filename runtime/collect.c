@@ -239,8 +239,11 @@ int mmsb_collect_region(mmsb_bus *bus, mmsb_region *r, mmsb_batch *b) {
 int mmsb_collect_all(mmsb_bus *bus, mmsb_batch *b) {
   if (mmsb_bitmap_gen == bus->bitmap_gen_seen) {
     int rc = mmsb_collect_logs(bus, b);
-    bus->stats.log_commits += rc == MMSB_OK;
-    return rc;
+    if (rc == MMSB_OK) { /* what it folded was other buses' marks */
+      bus->stats.log_commits++;
+      bus->bitmap_gen_seen = mmsb_bitmap_gen;
+    }
+    if (rc != MMSB_COLLECT_BITMAPS) return rc;
   }
   mmsb_logs_flush_all();
   int rc = MMSB_OK;

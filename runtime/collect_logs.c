@@ -1,100 +1,207 @@
 /*
- * collect_logs.c - sparse epochs, collected straight from the mark logs.
+ * collect_logs.c - epochs collected straight from the threads' mark logs.
  *
  * When no mark went into the bitmaps since the bus last collected from
- * them, every pending mark is still in a thread's log.  Commit then takes
- * the entries, sorts them by address and merges them into runs of granules,
- * and builds each dirty page's runs from those: the deltas are the
- * ones the bitmap path would make, without the random reads and writes of
- * granule lines (a sparse epoch touches one granule line per dirty page,
- * three times over, before it reads a single dirty byte).  Entries of
- * regions that are not this bus's go to the bitmaps, for their own bus.
+ * them, every pending mark is still in a thread's log (marklog.c lets a
+ * log grow so that this holds up to ~1e-3 of a GiB's words).  Commit then
+ * sorts the entries by address and merges them into runs of granules, and
+ * builds each dirty page's runs from those: the deltas are the ones the
+ * bitmap path would make, without its random reads and writes of granule
+ * lines.  Entries of regions that are not this bus's go to the bitmaps, for
+ * their own bus.
+ *
+ * The sort is a partition first: the span of the bus's regions is cut into
+ * page-aligned buckets (NB_MAX at most, ~BUCKET_FILL entries each), and
+ * entries are counted per bucket and scattered into them in parts on the
+ * worker pool (an entry that crosses a bucket's edge is cut in two).  Each
+ * bucket then sorts its few entries in cache, merges them into runs and
+ * sizes the deltas of each (region, bucket) pair, a "unit"; prefix sums of
+ * the sizes give every unit its place in the batch, and the units are
+ * filled in parts.  Units go in region order, pages ascending in each: the
+ * batch is the bitmap path's, byte for byte, for any number of threads.
  */
 #include "emit.h"
 
+#include <stdlib.h>
 #include <string.h>
 
-static uint64_t *ents, *ents_tmp;
-static size_t ents_cap, tmp_cap;
-typedef struct grun { uintptr_t g0, g1; } grun; /* granules [g0, g1), absolute */
-static grun *runs;
-static size_t runs_cap;
+enum {
+  NB_MAX = 1024,      /* buckets at most */
+  BUCKET_FILL = 128,  /* entries a bucket gets on average */
+  PART_MIN = 2048,    /* entries a part of the partition has at least */
+  MAX_PARTS = 64,
+  INSERTION_MAX = 32  /* buckets this small sort by insertion */
+};
 
-/* Sorts e[0..n) by address: LSD radix over the span of the addresses (a
- * GiB: 30 bits), 8 bits a pass for a few thousand entries, 11 for more (the
- * counters are cleared and summed every pass); tmp has room for n. */
-static void sort_entries(uint64_t *e, uint64_t *tmp, size_t n) {
-  if (n < 2) return;
-  uintptr_t lo = UINTPTR_MAX, hi = 0;
-  for (size_t i = 0; i < n; i++) {
-    uintptr_t a = mmsb_log_entry_addr(e[i]);
-    lo = a < lo ? a : lo;
-    hi = a > hi ? a : hi;
+typedef struct grun { uintptr_t g0, g1; } grun; /* granules [g0, g1), absolute */
+
+/* The runs of one bucket that lie in one region: sized, then filled. */
+typedef struct unit {
+  const mmsb_region *r;
+  size_t b;              /* its bucket */
+  size_t r0, r1;         /* its runs, [r0, r1) of the runs array */
+  size_t bytes, deltas;  /* sizes, then where its deltas start */
+} unit;
+
+typedef struct lcol {
+  const mmsb_log_seg *segs;
+  size_t nsegs, *seg_at; /* seg_at[i]: index of segs[i]'s first entry */
+  size_t n, total;       /* entries in the logs; pieces (entries cut at edges) */
+  uintptr_t lo, hi;      /* the span of the bus's regions */
+  unsigned shift;        /* bucket of address a: (a - lo) >> shift */
+  size_t nb;             /* buckets; index nb holds everything outside the span */
+  int parts, sparts;     /* parts of the partition; of the sort and the fill */
+  size_t *counts;        /* [part][nb + 1]: pieces, then where they go */
+  size_t *bstart;        /* [nb + 2]: where each bucket starts in ents */
+  uint64_t *ents, *tmp;  /* the pieces by bucket; the sort's scratch */
+  grun *runs;            /* bucket b's runs from runs + bstart[b] */
+  size_t *nruns;         /* per bucket */
+  uint8_t *foreign;      /* per bucket: some run lies outside the units */
+  unit *units;
+  size_t nunits, *bu_start, *bu; /* the units of bucket b: bu[bu_start[b] ..] */
+  size_t *sp_b, *sp_u;   /* sort parts' first buckets; fill parts' first units */
+  uint8_t *out;          /* fill: where this epoch's deltas go */
+  size_t *index, base;
+} lcol;
+
+/* The bucket of address a, and in *cut where the addresses of that bucket
+ * end. */
+static size_t bucket_of(const lcol *c, uintptr_t a, uintptr_t *cut) {
+  if (a < c->lo) {
+    *cut = c->lo;
+    return c->nb;
   }
-  unsigned bits = n < 8192 ? 8 : 11;
-  size_t nb = (size_t)1 << bits, mask = nb - 1, count[1 << 11];
-  uint64_t *src = e, *dst = tmp;
-  for (unsigned shift = 0; shift < 64 && (hi - lo) >> shift; shift += bits) {
-    memset(count, 0, nb * sizeof *count);
-    for (size_t i = 0; i < n; i++) count[((mmsb_log_entry_addr(src[i]) - lo) >> shift) & mask]++;
-    for (size_t k = 0, at = 0; k < nb; k++) {
-      size_t c = count[k];
-      count[k] = at;
-      at += c;
+  if (a >= c->hi) {
+    *cut = UINTPTR_MAX;
+    return c->nb;
+  }
+  size_t b = (a - c->lo) >> c->shift;
+  uintptr_t e = c->lo + ((uintptr_t)(b + 1) << c->shift);
+  *cut = e < c->hi ? e : c->hi;
+  return b;
+}
+
+/* Counts (scatter false) or scatters (true) the pieces of one part of the
+ * logs' entries; counts[part] are the counts, then the write positions. */
+static void pieces(lcol *c, int part, bool scatter) {
+  size_t *cnt = c->counts + (size_t)part * (c->nb + 1);
+  size_t lo = c->n * (size_t)part / (size_t)c->parts, hi = c->n * (size_t)(part + 1) / (size_t)c->parts;
+  size_t s = 0;
+  while (s + 1 < c->nsegs && c->seg_at[s + 1] <= lo) s++;
+  for (size_t i = lo; i < hi; s++) {
+    const uint64_t *e = c->segs[s].e + (i - c->seg_at[s]);
+    size_t end = c->seg_at[s] + c->segs[s].n, k = (end < hi ? end : hi) - i;
+    for (size_t j = 0; j < k; j++) {
+      uintptr_t a = mmsb_log_entry_addr(e[j]), stop = a + (size_t)(e[j] >> MMSB_LOG_LEN_SHIFT) + 1;
+      for (;;) {
+        uintptr_t cut;
+        size_t b = bucket_of(c, a, &cut);
+        uintptr_t z = stop < cut ? stop : cut;
+        if (scatter) c->ents[cnt[b]++] = (uint64_t)a | (uint64_t)(z - a - 1) << MMSB_LOG_LEN_SHIFT;
+        else cnt[b]++;
+        if (z == stop) break;
+        a = z;
+      }
     }
-    for (size_t i = 0; i < n; i++) dst[count[((mmsb_log_entry_addr(src[i]) - lo) >> shift) & mask]++] = src[i];
+    i += k;
+  }
+}
+
+static void count_part(void *ctx, int part, int nparts) {
+  (void)nparts;
+  pieces(ctx, part, false);
+}
+
+static void scatter_part(void *ctx, int part, int nparts) {
+  (void)nparts;
+  pieces(ctx, part, true);
+}
+
+/* Sorts e[0..n) by granule (the granule of base is 0; keys below 2^bits):
+ * insertion for a few, else LSD radix, 8 bits a pass, through tmp. */
+static void sort_bucket(uint64_t *e, uint64_t *tmp, size_t n, uintptr_t base, unsigned bits) {
+#define KEY(x) ((mmsb_log_entry_addr(x) - base) >> GRAN_SHIFT)
+  if (n <= INSERTION_MAX) {
+    for (size_t i = 1; i < n; i++) {
+      uint64_t x = e[i];
+      size_t j = i;
+      for (; j > 0 && KEY(e[j - 1]) > KEY(x); j--) e[j] = e[j - 1];
+      e[j] = x;
+    }
+    return;
+  }
+  uint64_t *src = e, *dst = tmp;
+  for (unsigned shift = 0; shift < bits; shift += 8) {
+    size_t count[256] = {0};
+    for (size_t i = 0; i < n; i++) count[(KEY(src[i]) >> shift) & 255]++;
+    for (size_t k = 0, at = 0; k < 256; k++) {
+      size_t t = count[k];
+      count[k] = at;
+      at += t;
+    }
+    for (size_t i = 0; i < n; i++) dst[count[(KEY(src[i]) >> shift) & 255]++] = src[i];
     uint64_t *t = src;
     src = dst;
     dst = t;
   }
   if (src != e) memcpy(e, src, n * sizeof *e);
+#undef KEY
 }
 
-/* Merges sorted entries into runs of granules; returns how many, or
- * SIZE_MAX when memory is short. */
-static size_t merge_entries(const uint64_t *e, size_t n) {
-  grun *t = mmsb_grow(runs, &runs_cap, n ? n : 1, sizeof *t);
-  if (!t) return SIZE_MAX;
-  runs = t;
+/* Merges sorted entries into runs of granules at rs; returns how many. */
+static size_t merge_entries(const uint64_t *e, size_t n, grun *rs) {
   size_t k = 0;
   for (size_t i = 0; i < n; i++) {
     uintptr_t a = mmsb_log_entry_addr(e[i]);
     uintptr_t g0 = a >> GRAN_SHIFT;
     uintptr_t g1 = (a + (size_t)(e[i] >> MMSB_LOG_LEN_SHIFT) + 1 + MMSB_GRANULE - 1) >> GRAN_SHIFT;
-    if (k && g0 <= runs[k - 1].g1) {
-      if (g1 > runs[k - 1].g1) runs[k - 1].g1 = g1;
+    if (k && g0 <= rs[k - 1].g1) {
+      if (g1 > rs[k - 1].g1) rs[k - 1].g1 = g1;
     } else {
-      runs[k++] = (grun){g0, g1};
+      rs[k++] = (grun){g0, g1};
     }
   }
   return k;
 }
 
-/* Emits region r's pages from the runs of granules that fall in it (rs[0..n)
- * sorted, apart); adds to covered[i] the granules of run i that lie in r.
- * The page runs are the ones the bitmap path finds: maximal, cut at page
- * boundaries and at the region's end. */
-static int emit_region_runs(mmsb_batch *b, const mmsb_region *r, const grun *rs, size_t n,
-                            size_t *covered, copy_q *q) {
-  uintptr_t r0 = (uintptr_t)r->data >> GRAN_SHIFT, r1 = r0 + (r->map_size >> GRAN_SHIFT);
-  size_t i = 0, hi = n; /* the first run that ends past r0 */
-  while (i < hi) {
-    size_t mid = i + (hi - i) / 2;
-    if (rs[mid].g1 <= r0) i = mid + 1;
-    else hi = mid;
+/* Where a unit's deltas go while it is sized or filled. */
+typedef struct cursor {
+  bool fill;
+  size_t at, d; /* bytes and deltas so far (fill: from the unit's start) */
+  copy_q *q;
+} cursor;
+
+/* Sizes or writes the delta of region page `page` with runs pr. */
+static void end_page(lcol *c, const mmsb_region *r, size_t page, const page_runs *pr, cursor *k) {
+  uint32_t plan = mmsb_runs_plan(pr, mmsb_region_page_len(r, page));
+  if (!plan) return;
+  if (k->fill) {
+    c->index[k->d] = c->base + k->at;
+    k->at += mmsb_emit_runs(c->out + k->at, r, page, pr, plan, k->q);
+  } else {
+    k->at += MMSB_DELTA_HDR + (plan & ~PLAN_WHOLE);
   }
+  k->d++;
+}
+
+/* Sizes (k->fill false) or writes the deltas of unit u: its runs, clipped
+ * to its region and cut at pages, give each page's runs, as the granule
+ * bits do in the bitmap path.  Returns the granules it covers. */
+static size_t unit_pages(lcol *c, const unit *u, cursor *k) {
+  const mmsb_region *r = u->r;
+  uintptr_t r0 = (uintptr_t)r->data >> GRAN_SHIFT, r1 = r0 + (r->map_size >> GRAN_SHIFT);
+  size_t covered = 0, page = SIZE_MAX; /* the page pr belongs to */
   page_runs pr;
   pr.n = 0;
-  size_t page = SIZE_MAX; /* the page pr belongs to */
-  for (; i < n && rs[i].g0 < r1; i++) {
-    uintptr_t a = rs[i].g0 > r0 ? rs[i].g0 - r0 : 0, e = (rs[i].g1 < r1 ? rs[i].g1 : r1) - r0;
-    covered[i] += e - a;
+  for (size_t i = u->r0; i < u->r1; i++) {
+    uintptr_t a = (c->runs[i].g0 > r0 ? c->runs[i].g0 : r0) - r0;
+    uintptr_t e = (c->runs[i].g1 < r1 ? c->runs[i].g1 : r1) - r0;
+    covered += e - a;
     while (a < e) {
       size_t pg = a / GRANS_PER_PAGE, end = (pg + 1) * GRANS_PER_PAGE;
       if (end > e) end = e;
       if (pg != page) {
-        int rc = page == SIZE_MAX ? MMSB_OK : mmsb_emit_page(b, r, page, &pr, q);
-        if (rc) return rc;
+        if (page != SIZE_MAX) end_page(c, r, page, &pr, k);
         pr.n = 0;
         page = pg;
       }
@@ -107,47 +214,284 @@ static int emit_region_runs(mmsb_batch *b, const mmsb_region *r, const grun *rs,
       a = end;
     }
   }
-  return page == SIZE_MAX ? MMSB_OK : mmsb_emit_page(b, r, page, &pr, q);
+  if (page != SIZE_MAX) end_page(c, r, page, &pr, k);
+  return covered;
 }
 
-static size_t *covered;
-static size_t covered_cap;
+/* The number of runs among rs[0..n) (sorted, apart) whose start (ends
+ * false) or end (true) is at most g. */
+static size_t runs_upto(const grun *rs, size_t n, uintptr_t g, bool ends) {
+  size_t lo = 0, hi = n;
+  while (lo < hi) {
+    size_t mid = lo + (hi - lo) / 2;
+    if ((ends ? rs[mid].g1 : rs[mid].g0) <= g) lo = mid + 1;
+    else hi = mid;
+  }
+  return lo;
+}
 
-/* Collects every region of bus from the entries taken from the logs.  On
- * failure, and for entries of no region of this bus, the entries go to the
- * bitmaps (a mark too many sends unchanged bytes; a lost one would lose
- * stores). */
-int mmsb_collect_logs(mmsb_bus *bus, mmsb_batch *b) {
-  size_t n = mmsb_logs_take(&ents, &ents_cap);
-  if (n == SIZE_MAX) return mmsb_fail(MMSB_ENOMEM, "mark log entries");
-  uint64_t *t = mmsb_grow(ents_tmp, &tmp_cap, n ? n : 1, sizeof *t);
-  size_t nr = SIZE_MAX, *c = NULL;
-  if (t) {
-    ents_tmp = t;
-    sort_entries(ents, ents_tmp, n);
-    nr = merge_entries(ents, n);
+/* Sorts each bucket of the part, merges it into runs and sizes its units. */
+static void sort_part(void *ctx, int part, int nparts) {
+  lcol *c = ctx;
+  (void)nparts;
+  for (size_t b = c->sp_b[part]; b < c->sp_b[part + 1]; b++) {
+    size_t s = c->bstart[b], m = c->bstart[b + 1] - s;
+    c->nruns[b] = 0;
+    c->foreign[b] = 0;
+    if (!m) continue;
+    sort_bucket(c->ents + s, c->tmp + s, m, c->lo + ((uintptr_t)b << c->shift), c->shift - GRAN_SHIFT);
+    grun *rs = c->runs + s;
+    size_t nr = merge_entries(c->ents + s, m, rs), all = 0, covered = 0;
+    c->nruns[b] = nr;
+    for (size_t i = 0; i < nr; i++) all += rs[i].g1 - rs[i].g0;
+    for (size_t k = c->bu_start[b]; k < c->bu_start[b + 1]; k++) {
+      unit *u = &c->units[c->bu[k]];
+      uintptr_t g0 = (uintptr_t)u->r->data >> GRAN_SHIFT, g1 = g0 + (u->r->map_size >> GRAN_SHIFT);
+      u->r0 = s + runs_upto(rs, nr, g0, true);
+      u->r1 = s + runs_upto(rs, nr, g1 - 1, false);
+      cursor cur = {false, 0, 0, NULL};
+      covered += unit_pages(c, u, &cur);
+      u->bytes = cur.at;
+      u->deltas = cur.d;
+    }
+    c->foreign[b] = covered < all;
   }
-  if (nr != SIZE_MAX && (c = mmsb_grow(covered, &covered_cap, nr ? nr : 1, sizeof *c))) covered = c;
-  if (!c) {
-    mmsb_logs_fold(ents, n);
-    return mmsb_fail(MMSB_ENOMEM, "sorting mark log entries");
-  }
-  memset(covered, 0, nr * sizeof *covered);
+}
+
+static void fill_part(void *ctx, int part, int nparts) {
+  lcol *c = ctx;
+  (void)nparts;
   copy_q q;
   q.n = 0;
-  int rc = MMSB_OK;
-  for (uint32_t i = 0; !rc && i < bus->nregions; i++)
-    if (bus->regions[i]) rc = emit_region_runs(b, bus->regions[i], runs, nr, covered, &q);
+  for (size_t i = c->sp_u[part]; i < c->sp_u[part + 1]; i++) {
+    cursor k = {true, c->units[i].bytes, c->units[i].deltas, &q};
+    unit_pages(c, &c->units[i], &k);
+  }
   mmsb_copy_flush(&q);
+}
+
+/* Marks granules [g0, g1) in the bitmaps, as entries of at most
+ * MMSB_LOG_MAX_LEN bytes. */
+static void fold_granules(uintptr_t g0, uintptr_t g1) {
+  for (uintptr_t a = g0 << GRAN_SHIFT, e = g1 << GRAN_SHIFT; a < e;) {
+    size_t len = e - a < MMSB_LOG_MAX_LEN ? e - a : MMSB_LOG_MAX_LEN;
+    uint64_t ent = (uint64_t)a | (uint64_t)(len - 1) << MMSB_LOG_LEN_SHIFT;
+    mmsb_logs_fold(&ent, 1);
+    a += len;
+  }
+}
+
+/* Marks outside the bus's regions go to the bitmaps, for their own bus:
+ * the pieces outside the span, and the parts of runs that no region of
+ * their bucket covers. */
+static void fold_foreign(const lcol *c) {
+  mmsb_logs_fold(c->ents + c->bstart[c->nb], c->bstart[c->nb + 1] - c->bstart[c->nb]);
+  for (size_t b = 0; b < c->nb; b++) {
+    for (size_t i = 0; c->foreign[b] && i < c->nruns[b]; i++) {
+      const grun *run = &c->runs[c->bstart[b] + i];
+      for (uintptr_t g = run->g0; g < run->g1;) {
+        uintptr_t next = run->g1;
+        bool in = false;
+        for (size_t k = c->bu_start[b]; k < c->bu_start[b + 1] && !in; k++) {
+          const mmsb_region *r = c->units[c->bu[k]].r;
+          uintptr_t ra = (uintptr_t)r->data >> GRAN_SHIFT, rb = ra + (r->map_size >> GRAN_SHIFT);
+          if (ra <= g && g < rb) {
+            in = true;
+            next = rb < run->g1 ? rb : run->g1;
+          } else if (ra > g && ra < next) {
+            next = ra;
+          }
+        }
+        if (!in) fold_granules(g, next);
+        g = next;
+      }
+    }
+  }
+}
+
+/* Lists the units: for each region of the bus in order, the buckets of
+ * its span that hold entries; then, by bucket, which units each has. */
+static int make_units(lcol *c, const mmsb_bus *bus) {
+  static unit *units;
+  static size_t units_cap, bu_cap;
+  static size_t *bu;
+  c->nunits = 0;
+  for (uint32_t i = 0; i < bus->nregions; i++) {
+    const mmsb_region *r = bus->regions[i];
+    if (!r || !r->map_size) continue;
+    size_t b0 = ((uintptr_t)r->data - c->lo) >> c->shift;
+    size_t b1 = ((uintptr_t)r->data + r->map_size - 1 - c->lo) >> c->shift;
+    for (size_t b = b0; b <= b1; b++) {
+      if (c->bstart[b + 1] == c->bstart[b]) continue;
+      unit *t = mmsb_grow(units, &units_cap, c->nunits + 1, sizeof *t);
+      if (!t) return MMSB_ENOMEM;
+      units = t;
+      units[c->nunits++] = (unit){r, b, 0, 0, 0, 0};
+    }
+  }
+  size_t *t = mmsb_grow(bu, &bu_cap, c->nunits ? c->nunits : 1, sizeof *t);
+  if (!t) return MMSB_ENOMEM;
+  bu = t;
+  c->units = units;
+  c->bu = bu;
+  memset(c->bu_start, 0, (c->nb + 1) * sizeof *c->bu_start);
+  for (size_t u = 0; u < c->nunits; u++) c->bu_start[units[u].b + 1]++;
+  for (size_t b = 0; b < c->nb; b++) c->bu_start[b + 1] += c->bu_start[b];
+  for (size_t u = 0; u < c->nunits; u++) bu[c->bu_start[units[u].b]++] = u;
+  for (size_t b = c->nb; b > 0; b--) c->bu_start[b] = c->bu_start[b - 1]; /* back to starts */
+  c->bu_start[0] = 0;
+  return MMSB_OK;
+}
+
+/* Counts become write positions; bstart gets each bucket's start.  Returns
+ * the number of pieces. */
+static size_t bucket_starts(lcol *c) {
+  size_t at = 0;
+  for (size_t b = 0; b <= c->nb; b++) {
+    c->bstart[b] = at;
+    for (int p = 0; p < c->parts; p++) {
+      size_t *k = &c->counts[(size_t)p * (c->nb + 1) + b];
+      size_t t = *k;
+      *k = at;
+      at += t;
+    }
+  }
+  c->bstart[c->nb + 1] = at;
+  return at;
+}
+
+/* Cuts items [0, n) with cumulative weights cum[0..n] (cum[0] = 0) into
+ * c->sparts parts of about equal weight: first[p] is part p's first item. */
+static void cut_parts(size_t *first, int parts, size_t n, const size_t *cum) {
+  size_t i = 0;
+  for (int p = 0; p < parts; p++) {
+    size_t target = cum[n] / (size_t)parts * (size_t)p;
+    while (i < n && cum[i + 1] <= target) i++;
+    first[p] = i;
+  }
+  first[parts] = n;
+}
+
+/* The buffers of a collection, kept from commit to commit (collection runs
+ * under mmsb_mark_lock). */
+static struct {
+  mmsb_log_seg *segs;
+  size_t *seg_at, *counts, *bstart, *nruns, *bu_start, *sp_b, *sp_u, *cum;
+  uint64_t *ents, *tmp;
+  grun *runs;
+  uint8_t *foreign;
+  size_t segs_cap, seg_at_cap, counts_cap, bstart_cap, nruns_cap, bu_start_cap, sp_b_cap,
+      sp_u_cap, cum_cap, ents_cap, tmp_cap, runs_cap, foreign_cap;
+} B;
+
+#define GROW(field, need) ((B.field = mmsb_grow(B.field, &B.field##_cap, (need), sizeof *B.field)) != NULL)
+
+/* The span of the bus's regions, and buckets of ~BUCKET_FILL entries over
+ * it: false when the bus has no region. */
+static bool plan_buckets(lcol *c, const mmsb_bus *bus) {
+  c->lo = UINTPTR_MAX;
+  c->hi = 0;
+  for (uint32_t i = 0; i < bus->nregions; i++) {
+    const mmsb_region *r = bus->regions[i];
+    if (!r || !r->map_size) continue;
+    if ((uintptr_t)r->data < c->lo) c->lo = (uintptr_t)r->data;
+    if ((uintptr_t)r->data + r->map_size > c->hi) c->hi = (uintptr_t)r->data + r->map_size;
+  }
+  if (c->lo >= c->hi) return false;
+  size_t want = 1;
+  while (want < NB_MAX && want * BUCKET_FILL < c->n) want *= 2;
+  c->shift = PAGE_SHIFT;
+  while (c->shift < 63 && ((c->hi - c->lo - 1) >> c->shift) >= want) c->shift++;
+  c->nb = ((c->hi - c->lo - 1) >> c->shift) + 1;
+  return true;
+}
+
+/* Partitions the logs' entries into buckets (the logs are empty after)
+ * and lists the units; false when memory is short (logs untouched). */
+static bool partition(lcol *c, const mmsb_bus *bus, int threads) {
+  size_t parts = c->n / PART_MIN;
+  if (parts > (size_t)threads) parts = (size_t)threads;
+  if (parts > MAX_PARTS) parts = MAX_PARTS;
+  c->parts = parts < 1 ? 1 : (int)parts;
+  if (!GROW(seg_at, c->nsegs) || !GROW(counts, (size_t)c->parts * (c->nb + 1)) ||
+      !GROW(bstart, c->nb + 2) || !GROW(bu_start, c->nb + 1) || !GROW(nruns, c->nb) ||
+      !GROW(foreign, c->nb) || !GROW(sp_b, MAX_PARTS + 1) || !GROW(sp_u, MAX_PARTS + 1))
+    return false;
+  for (size_t i = 0, at = 0; i < c->nsegs; at += c->segs[i++].n) B.seg_at[i] = at;
+  c->seg_at = B.seg_at;
+  c->counts = B.counts;
+  c->bstart = B.bstart;
+  c->bu_start = B.bu_start;
+  c->nruns = B.nruns;
+  c->foreign = B.foreign;
+  memset(c->counts, 0, (size_t)c->parts * (c->nb + 1) * sizeof *c->counts);
+  mmsb_pool_run(c->parts, threads, count_part, c);
+  c->total = bucket_starts(c);
+  if (!GROW(ents, c->total) || !GROW(tmp, c->total) || !GROW(runs, c->total) ||
+      make_units(c, bus) || !GROW(cum, c->nunits + c->nb + 1))
+    return false;
+  c->ents = B.ents;
+  c->tmp = B.tmp;
+  c->runs = B.runs;
+  mmsb_pool_run(c->parts, threads, scatter_part, c);
+  mmsb_logs_clear();
+  return true;
+}
+
+/* Sorts the buckets and sizes the units on the pool; the sizes become
+ * starts.  Returns the epoch's bytes; *deltas its deltas. */
+static size_t size_units(lcol *c, int threads, size_t *deltas) {
+  size_t parts = c->parts > 1 ? (size_t)c->parts * 4 : 1;
+  if (parts > MAX_PARTS) parts = MAX_PARTS;
+  if (parts > c->nb) parts = c->nb;
+  c->sparts = (int)parts;
+  c->sp_b = B.sp_b;
+  c->sp_u = B.sp_u;
+  for (size_t b = 0; b <= c->nb; b++) B.cum[b] = c->bstart[b]; /* sort parts: equal entries */
+  cut_parts(c->sp_b, c->sparts, c->nb, B.cum);
+  mmsb_pool_run(c->sparts, threads, sort_part, c);
+  size_t bytes = 0, count = 0;
+  B.cum[0] = 0;
+  for (size_t u = 0; u < c->nunits; u++) { /* fill parts: equal numbers of runs */
+    unit *t = &c->units[u];
+    size_t bt = t->bytes, dt = t->deltas;
+    t->bytes = bytes;
+    t->deltas = count;
+    bytes += bt;
+    count += dt;
+    B.cum[u + 1] = B.cum[u] + (t->r1 - t->r0) + 1;
+  }
+  *deltas = count;
+  return bytes;
+}
+
+int mmsb_collect_logs(mmsb_bus *bus, mmsb_batch *b) {
+  lcol c;
+  memset(&c, 0, sizeof c);
+  size_t ns = mmsb_logs_segs(&B.segs, &B.segs_cap);
+  if (ns == SIZE_MAX) return MMSB_COLLECT_BITMAPS;
+  c.segs = B.segs;
+  c.nsegs = ns;
+  for (size_t i = 0; i < ns; i++) c.n += c.segs[i].n;
+  if (c.n == 0) return MMSB_OK;
+  if (!plan_buckets(&c, bus)) { /* no region: every mark is another bus's */
+    mmsb_logs_flush_all();
+    return MMSB_OK;
+  }
+  int threads = bus->cfg.commit_threads > 0 ? bus->cfg.commit_threads : 1;
+  if (!partition(&c, bus, threads)) return MMSB_COLLECT_BITMAPS;
+  size_t count, bytes = size_units(&c, threads, &count);
+  int rc = mmsb_batch_reserve_many(b, count, bytes);
   if (rc) {
-    mmsb_logs_fold(ents, n);
+    mmsb_logs_fold(c.ents, c.total);
     return rc;
   }
-  /* Entries of runs not wholly in this bus's regions: to the bitmaps. */
-  for (size_t i = 0, k = 0; i < n; i++) {
-    uintptr_t g0 = mmsb_log_entry_addr(ents[i]) >> GRAN_SHIFT;
-    while (k + 1 < nr && runs[k].g1 <= g0) k++;
-    if (covered[k] < runs[k].g1 - runs[k].g0) mmsb_logs_fold(&ents[i], 1);
-  }
+  c.base = b->bytes.len;
+  c.out = b->bytes.p + c.base;
+  c.index = b->index + b->count;
+  cut_parts(c.sp_u, c.sparts, c.nunits, B.cum);
+  mmsb_pool_run(c.sparts, threads, fill_part, &c);
+  mmsb_batch_commit_many(b, count, bytes);
+  fold_foreign(&c);
   return MMSB_OK;
 }

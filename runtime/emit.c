@@ -57,14 +57,3 @@ size_t mmsb_emit_runs(uint8_t *o, const mmsb_region *r, size_t page, const page_
                           whole ? 0 : pr->n, body);
   return MMSB_DELTA_HDR + body;
 }
-
-int mmsb_emit_page(mmsb_batch *b, const mmsb_region *r, size_t page, const page_runs *pr,
-                   copy_q *q) {
-  uint32_t plan = mmsb_runs_plan(pr, mmsb_region_page_len(r, page));
-  size_t body = plan & ~PLAN_WHOLE;
-  if (body == 0) return MMSB_OK;
-  if (b->bytes.cap - b->bytes.len < MMSB_DELTA_HDR + body) mmsb_copy_flush(q);
-  uint8_t *o = mmsb_batch_reserve(b, MMSB_DELTA_HDR + body);
-  if (!o) return MMSB_ENOMEM;
-  return mmsb_batch_commit_reserved(b, mmsb_emit_runs(o, r, page, pr, plan, q));
-}

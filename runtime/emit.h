@@ -37,9 +37,4 @@ uint32_t mmsb_runs_plan(const page_runs *pr, size_t plen);
  * bytes are queued on q.  Returns the delta's length. */
 size_t mmsb_emit_runs(uint8_t *o, const mmsb_region *r, size_t page, const page_runs *pr,
                       uint32_t plan, copy_q *q);
-/* Appends the delta of a page to b (nothing when it has none); the queue
- * is flushed first when the batch buffer may move, as it points into it. */
-int mmsb_emit_page(mmsb_batch *b, const mmsb_region *r, size_t page, const page_runs *pr,
-                   copy_q *q);
-
 #endif

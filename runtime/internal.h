@@ -81,10 +81,14 @@ bool mmsb_mark_range(uintptr_t p, size_t n);
 /* Folds every thread's log into the bitmaps; mmsb_mark_lock held and the
  * writers quiescent. */
 void mmsb_logs_flush_all(void);
-/* Moves every thread's log entries to *buf (grown, capacity *cap): their
- * count, or SIZE_MAX with the logs untouched when memory is short.
- * mmsb_mark_lock held and the writers quiescent. */
-size_t mmsb_logs_take(uint64_t **buf, size_t *cap);
+/* The entries waiting in one thread's log. */
+typedef struct mmsb_log_seg { const uint64_t *e; size_t n; } mmsb_log_seg;
+/* Points (*segs)[i] (grown, capacity *cap) at every non-empty thread log:
+ * their number, or SIZE_MAX when memory is short.  The entries stay in the
+ * logs until mmsb_logs_clear.  mmsb_mark_lock held, writers quiescent. */
+size_t mmsb_logs_segs(mmsb_log_seg **segs, size_t *cap);
+/* Empties every thread's log (its entries were taken); mmsb_mark_lock. */
+void mmsb_logs_clear(void);
 /* Folds entries (taken from the logs) into the bitmaps; mmsb_mark_lock. */
 void mmsb_logs_fold(const uint64_t *e, size_t n);
 uint64_t mmsb_outside_count(void);
@@ -249,7 +253,9 @@ int mmsb_collect_region(mmsb_bus *bus, mmsb_region *r, mmsb_batch *b);
 /* Collects every region of the bus into b, from the mark logs when all
  * pending marks are still there, else from the bitmaps; mmsb_mark_lock. */
 int mmsb_collect_all(mmsb_bus *bus, mmsb_batch *b);
-/* The first way (collect_logs.c). */
+/* The first way (collect_logs.c); MMSB_COLLECT_BITMAPS when memory is
+ * short before it took the marks: they are still in the logs. */
+#define MMSB_COLLECT_BITMAPS 1
 int mmsb_collect_logs(mmsb_bus *bus, mmsb_batch *b);
 int mmsb_verify_region_init(mmsb_region *r);
 uint64_t mmsb_verify_commit(mmsb_bus *bus, const mmsb_batch *b);

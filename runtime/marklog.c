@@ -3,22 +3,24 @@
  *
  * A tracked store appends (address, length) to its thread's log: a
  * sequential write to memory the thread owns, with no atomic instruction
- * and no second cache miss.  When the log fills, the thread takes
- * mmsb_mark_lock and folds it into the window bitmaps; a commit folds every
- * thread's log (writers are quiescent then, by contract).  A thread that
- * exits folds its log first.
+ * and no second cache miss.  A full log doubles, up to a limit; at the
+ * limit the thread takes mmsb_mark_lock and folds it into the window
+ * bitmaps.  An epoch whose marks all stayed in the logs is collected from
+ * them (collect_logs.c), one whose marks went into the bitmaps from those
+ * (collect.c).  A thread that exits folds its log first.
  */
 #include "internal.h"
 
 #include <stdlib.h>
 #include <string.h>
 
-/* 32 KiB: stays in L1/L2 while it fills.  An epoch whose marks all fit is
- * collected straight from the logs (collect.c); a larger one is folded into
- * the bitmaps while the stores run, which is cheaper than at commit: 16k
- * entries, so that 1e-4 of a GiB's words stayed in the log, measured 2x
- * slower on the H200 machine than the bitmaps and the pool. */
+/* A log starts at 32 KiB and doubles up to LOG_MAX_DEFAULT entries (8 MiB;
+ * MMSB_MARK_LOG sets it): 1e-3 of a GiB's words in one epoch stay in the
+ * log.  Folding a mark into the bitmaps is a random read-modify-write of a
+ * granule line, done again in reverse at commit; sorting the log at commit
+ * is sequential and runs on the pool (measured in docs/performance.md). */
 #define LOG_ENTRIES 4096
+#define LOG_MAX_DEFAULT ((size_t)1 << 20)
 
 __thread __mmsb_log_t __mmsb_log;
 
@@ -86,20 +88,20 @@ void mmsb_logs_flush_all(void) {
   for (thread_log *t = logs; t; t = t->next) flush_one(t);
 }
 
-size_t mmsb_logs_take(uint64_t **buf, size_t *cap) {
+size_t mmsb_logs_segs(mmsb_log_seg **segs, size_t *cap) {
   size_t n = 0;
-  for (thread_log *t = logs; t; t = t->next) n += (size_t)(t->log->pos - t->buf);
-  uint64_t *b = mmsb_grow(*buf, cap, n ? n : 1, sizeof *b);
-  if (!b) return SIZE_MAX;
-  *buf = b;
+  for (thread_log *t = logs; t; t = t->next) n++;
+  mmsb_log_seg *g = mmsb_grow(*segs, cap, n ? n : 1, sizeof *g);
+  if (!g) return SIZE_MAX;
+  *segs = g;
   n = 0;
-  for (thread_log *t = logs; t; t = t->next) {
-    size_t k = (size_t)(t->log->pos - t->buf);
-    memcpy(b + n, t->buf, k * sizeof *b);
-    n += k;
-    t->log->pos = t->buf;
-  }
+  for (thread_log *t = logs; t; t = t->next)
+    if (t->log->pos > t->buf) g[n++] = (mmsb_log_seg){t->buf, (size_t)(t->log->pos - t->buf)};
   return n;
+}
+
+void mmsb_logs_clear(void) {
+  for (thread_log *t = logs; t; t = t->next) t->log->pos = t->buf;
 }
 
 void mmsb_logs_fold(const uint64_t *e, size_t n) { fold(e, e + n); }
@@ -141,13 +143,34 @@ static void register_self(void) {
   self = t;
 }
 
+/* Entries a log may grow to: MMSB_MARK_LOG (at least LOG_ENTRIES), read
+ * once. */
+static size_t log_max(void) {
+  static size_t max;
+  if (!max) {
+    const char *v = getenv("MMSB_MARK_LOG");
+    long long n = v && *v ? atoll(v) : 0;
+    max = n >= LOG_ENTRIES ? (size_t)n : n > 0 ? LOG_ENTRIES : LOG_MAX_DEFAULT;
+  }
+  return max;
+}
+
 uint64_t *__mmsb_log_refill(void) {
   if (!self) {
     register_self();
     return __mmsb_log.pos;
   }
   pthread_mutex_lock(&mmsb_mark_lock);
-  flush_one(self);
+  size_t cap = (size_t)(__mmsb_log.end - self->buf);
+  uint64_t *b = cap < log_max() && self->buf != fallback ? realloc(self->buf, 2 * cap * sizeof *b)
+                                                         : NULL;
+  if (b) { /* room for twice as many: the marks stay in the log */
+    self->buf = b;
+    __mmsb_log.pos = b + cap;
+    __mmsb_log.end = b + 2 * cap;
+  } else {
+    flush_one(self);
+  }
   pthread_mutex_unlock(&mmsb_mark_lock);
   return __mmsb_log.pos;
 }

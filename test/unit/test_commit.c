@@ -140,12 +140,18 @@ static void open_verify_bus(const char *name, size_t size, int commit_threads, m
 }
 
 /* Large epochs are collected by several threads: the batch must be the
- * same bytes as one thread's, and right (MMSB_VERIFY checks it). */
-static void test_parallel_collect(int epochs) {
+ * same bytes as one thread's, and right (MMSB_VERIFY checks it).  Both
+ * buses' stores go to this thread's log: bus 0 commits first and takes
+ * them from the log (bus 1's entries are folded for it), bus 1 from the
+ * bitmaps; threads[k] is bus k's commit threads. */
+static void test_parallel_collect(int epochs, const int threads[2]) {
   mmsb_bus *bus[2];
   mmsb_region *r[2];
   size_t size = (48u << 20) + 17; /* 12 289 pages, the last one short */
-  for (int k = 0; k < 2; k++) open_verify_bus("big", size, k ? 5 : 1, &bus[k], &r[k]);
+  for (int k = 0; k < 2; k++) open_verify_bus("big", size, threads[k], &bus[k], &r[k]);
+  for (int k = 0; k < 2; k++) CHECK_OK(mmsb_commit(bus[k], NULL)); /* a new bus starts on the bitmaps */
+  mmsb_stats before;
+  CHECK_OK(mmsb_stats_get(bus[0], &before));
   size_t same = 0, deltas = 0;
   for (int e = 1; e <= epochs; e++) {
     /* Up to ~10k dirty pages: small epochs take one pass on one thread,
@@ -172,7 +178,11 @@ static void test_parallel_collect(int epochs) {
     deltas += mmsb_batch_count(mmsb_last_batch(bus[1]));
   }
   CHECK(same == (size_t)epochs);
-  printf("parallel collect: %d epochs, %zu deltas, batches identical\n", epochs, deltas);
+  mmsb_stats after;
+  CHECK_OK(mmsb_stats_get(bus[0], &after));
+  CHECK(after.log_commits - before.log_commits == (uint64_t)epochs);
+  printf("parallel collect (%d/%d threads): %d epochs, %zu deltas, batches identical\n",
+         threads[0], threads[1], epochs, deltas);
   for (int k = 0; k < 2; k++) CHECK_OK(mmsb_bus_close(bus[k]));
 }
 
@@ -358,7 +368,8 @@ static void test_accumulate_args(void) {
 int main(void) {
   seed = test_seed();
   test_random_epochs(400 * test_scale());
-  test_parallel_collect(30 * test_scale());
+  test_parallel_collect(30 * test_scale(), (const int[2]){1, 5});
+  test_parallel_collect(30 * test_scale(), (const int[2]){5, 1});
   test_two_buses(200 * test_scale());
   test_logs_of_threads(20 * test_scale());
   test_verify_catches();
