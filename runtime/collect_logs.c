@@ -364,7 +364,8 @@ static size_t bucket_starts(lcol *c) {
  * c->sparts parts of about equal weight: first[p] is part p's first item. */
 static void cut_parts(size_t *first, int parts, size_t n, const size_t *cum) {
   size_t i = 0;
-  for (int p = 0; p < parts; p++) {
+  first[0] = 0; /* leading empty items too: every item is in a part */
+  for (int p = 1; p < parts; p++) {
     size_t target = cum[n] / (size_t)parts * (size_t)p;
     while (i < n && cum[i + 1] <= target) i++;
     first[p] = i;

@@ -186,6 +186,55 @@ static void test_parallel_collect(int epochs, const int threads[2]) {
   for (int k = 0; k < 2; k++) CHECK_OK(mmsb_bus_close(bus[k]));
 }
 
+/* Another bus's region inside this bus's span: its marks are folded for
+ * it, once.  Bus A has a1 and a2, bus B has b1 between them (created in
+ * that order).  Epoch 1 stores into all three; epoch 2 only into a2, so
+ * the log path's first buckets are empty that time and must not act on
+ * what they held in epoch 1 (it once folded a stale run into the bitmaps,
+ * which the last commit here would find). */
+static void test_interleaved_buses(void) {
+  mmsb_bus *A, *B;
+  mmsb_region *a1, *b1, *a2;
+  size_t size = 64 << 10;
+  open_verify_bus("a1", 2 * size, 4, &A, &a1);
+  open_verify_bus("b1", size, 4, &B, &b1);
+  CHECK_OK(mmsb_region_create(A, "a2", size, 0, &a2));
+  uint64_t *p1 = mmsb_region_data(a1), *q = mmsb_region_data(b1), *p2 = mmsb_region_data(a2);
+  CHECK((uintptr_t)p1 < (uintptr_t)q && (uintptr_t)q < (uintptr_t)p2);
+  CHECK_OK(mmsb_commit(A, NULL)); /* a new bus starts on the bitmaps */
+  CHECK_OK(mmsb_commit(B, NULL));
+  for (int e = 1; e <= 2; e++) {
+    for (size_t k = 0; k < 400; k++) { /* enough entries for several buckets */
+      p2[k * 17 % (size / 8)] = k + (size_t)e;
+      __mmsb_store8(&p2[k * 17 % (size / 8)]);
+    }
+    if (e == 1) {
+      p1[5] = 1;
+      __mmsb_store8(&p1[5]);
+      q[700] = 2;
+      __mmsb_store8(&q[700]);
+    }
+    mmsb_stats st;
+    CHECK_OK(mmsb_stats_get(A, &st));
+    CHECK_OK(mmsb_commit(A, NULL));
+    mmsb_stats st2;
+    CHECK_OK(mmsb_stats_get(A, &st2));
+    CHECK(st2.log_commits == st.log_commits + 1);
+    CHECK_OK(mmsb_commit(B, NULL));
+    CHECK(mmsb_batch_count(mmsb_last_batch(B)) == (e == 1 ? 1u : 0u));
+    CHECK(mmsb_verify_last(A) == 0 && mmsb_verify_last(B) == 0);
+    CHECK_OK(mmsb_commit(A, NULL)); /* nothing stored since: nothing sent */
+    CHECK(mmsb_batch_count(mmsb_last_batch(A)) == 0);
+  }
+  /* A range too long for a log goes to the bitmaps, and so does this
+   * commit: it finds a1's 32 pages and nothing else of A's. */
+  CHECK_OK(mmsb_touch(p1, 2 * size));
+  CHECK_OK(mmsb_commit(A, NULL));
+  CHECK(mmsb_batch_count(mmsb_last_batch(A)) == 2 * size / 4096);
+  CHECK_OK(mmsb_bus_close(A));
+  CHECK_OK(mmsb_bus_close(B));
+}
+
 /* Two buses: a commit of one takes every thread's log entries; the other
  * bus's must reach it (MMSB_VERIFY: no changed byte without a delta). */
 static void test_two_buses(int epochs) {
@@ -367,6 +416,7 @@ static void test_accumulate_args(void) {
 
 int main(void) {
   seed = test_seed();
+  test_interleaved_buses(); /* first: regions in creation order, no holes */
   test_random_epochs(400 * test_scale());
   test_parallel_collect(30 * test_scale(), (const int[2]){1, 5});
   test_parallel_collect(30 * test_scale(), (const int[2]){5, 1});
