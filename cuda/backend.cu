@@ -103,14 +103,16 @@ __device__ void apply_delta(uint8_t *base, size_t size, const uint8_t *d, uint32
   }
 }
 
-// A warp per page: the page's deltas (adjacent in offs) in order.
+// A warp per page: the page's deltas (adjacent in offs) in order; group
+// NULL: one delta a page.
 __global__ void apply_kernel(uint8_t *base, size_t size, const uint8_t *bytes,
                              const uint32_t *offs, const uint32_t *group, uint32_t ngroups) {
   __shared__ uint32_t start[WARPS][RUN_CHUNK];
   unsigned warp = threadIdx.x >> 5;
   size_t g = (size_t)blockIdx.x * WARPS + warp;
   if (g >= ngroups) return; // the whole warp
-  for (uint32_t k = group[g]; k < group[g + 1]; k++) {
+  uint32_t k0 = group ? group[g] : (uint32_t)g, k1 = group ? group[g + 1] : (uint32_t)g + 1;
+  for (uint32_t k = k0; k < k1; k++) {
     apply_delta(base, size, bytes + offs[k], start[warp]);
     __syncwarp();
   }
@@ -258,7 +260,7 @@ int c_copy(void *p, void *dst, const void *src, size_t n) {
 }
 
 int c_apply(void *p, void *dptr, size_t size, const uint8_t *bytes, size_t len,
-            const uint32_t *offs, size_t n, uint64_t epoch, int threads) {
+            const uint32_t *offs, size_t n, bool one_per_page, uint64_t epoch, int threads) {
   Stream *s = (Stream *)p;
   Stage &st = s->stage[epoch & 1];
   int rc = cuda_err(cudaEventSynchronize(st.done), "staging"); // its last epoch is done
@@ -278,19 +280,20 @@ int c_apply(void *p, void *dptr, size_t size, const uint8_t *bytes, size_t len,
   memcpy(st.host + olen, offs, n * sizeof(uint32_t));
   uint32_t *group = (uint32_t *)(st.host + olen) + n, ng = 0;
   uint64_t last = UINT64_MAX;
-  for (size_t i = 0; i < n; i++) {
+  for (size_t i = 0; i < n && !one_per_page; i++) { // one page, one group
     uint64_t pg;
     memcpy(&pg, bytes + offs[i] + 8, 8);
     if (pg != last) group[ng++] = (uint32_t)i;
     last = pg;
   }
-  group[ng] = (uint32_t)n;
-  need = olen + (n + ng + 1) * sizeof(uint32_t);
+  if (one_per_page) ng = (uint32_t)n; // groups of one: the kernel needs no group array
+  else group[ng] = (uint32_t)n;
+  need = olen + (n + (one_per_page ? 0 : ng + 1)) * sizeof(uint32_t);
   rc = cuda_err(cudaMemcpyAsync(st.dev, st.host, need, cudaMemcpyHostToDevice, s->s), "send deltas");
   if (rc) return rc;
   apply_kernel<<<(ng + WARPS - 1) / WARPS, WARPS * 32, 0, s->s>>>(
       (uint8_t *)dptr, size, st.dev, (const uint32_t *)(st.dev + olen),
-      (const uint32_t *)(st.dev + olen) + n, ng);
+      one_per_page ? nullptr : (const uint32_t *)(st.dev + olen) + n, ng);
   rc = cuda_err(cudaGetLastError(), "apply kernel");
   if (!rc) rc = cuda_err(cudaEventRecord(st.done, s->s), "event");
   return rc;

@@ -51,7 +51,8 @@ static int index_push(mmsb_batch *b, size_t off) {
 
 int mmsb_batch_begin(mmsb_batch *b, mmsb_epoch_t epoch) {
   b->bytes.len = 0;
-  b->count = 0;
+  b->count = b->ordered = 0;
+  b->runs = b->whole = 0;
   int rc = mmsb_buf_reserve(&b->bytes, MMSB_BATCH_HDR);
   if (rc) return rc;
   uint8_t *h = b->bytes.p;
@@ -289,6 +290,8 @@ int mmsb_batch_sort(mmsb_batch *b) {
   int rc = mmsb_buf_reserve(out, b->bytes.len);
   if (rc) return rc;
   qsort_r(b->index, b->count, sizeof *b->index, by_region_page, b->bytes.p);
+  b->ordered = 0; /* derived and accumulated deltas are among them now: */
+  b->runs = b->whole = 0; /* every delta is counted from its header */
   memcpy(out->p, b->bytes.p, MMSB_BATCH_HDR);
   out->len = MMSB_BATCH_HDR;
   for (size_t i = 0; i < b->count; i++) {

@@ -73,6 +73,7 @@ typedef struct job {
   uint8_t *out;          /* pass 2: where the region's deltas go */
   size_t *index;         /* pass 2: their offsets (relative to out) */
   size_t base;           /* offset of out in the batch */
+  mmsb_batch *b;
 } job;
 
 static void part_range(const job *j, int part, int nparts, size_t *lo, size_t *hi) {
@@ -132,7 +133,7 @@ static void fill_part(void *ctx, int part, int nparts) {
   size_t lo, hi, at = j->bytes[part], d = j->deltas[part];
   part_range(j, part, nparts, &lo, &hi);
   copy_q q;
-  q.n = 0;
+  mmsb_copy_init(&q);
   if (!j->plan) prefetch_grans(j, lo, hi); /* one pass: not touched yet */
   for (size_t i = lo; i < hi; i++) {
     if (i + AHEAD < hi) prefetch_line(j->m->gran + j->pages[i + AHEAD] * 8);
@@ -144,7 +145,7 @@ static void fill_part(void *ctx, int part, int nparts) {
     }
     memset(j->m->gran + j->pages[i] * 8, 0, 8 * sizeof(uint64_t));
   }
-  mmsb_copy_flush(&q);
+  mmsb_copy_done(&q, j->b);
   j->bytes[part] = at;
   j->deltas[part] = d;
 }
@@ -205,7 +206,7 @@ int mmsb_collect_region(mmsb_bus *bus, mmsb_region *r, mmsb_batch *b) {
                : n / PART_PAGES > MAX_PARTS ? MAX_PARTS : (int)(n / PART_PAGES);
   if (nparts < 1) nparts = 1;
   size_t bytes[MAX_PARTS] = {0}, deltas[MAX_PARTS] = {0}, total = n * (MMSB_DELTA_HDR + MMSB_PAGE_SIZE), count = n;
-  job j = {r, m, plist, NULL, n, r->win_off >> PAGE_SHIFT, bytes, deltas, NULL, NULL, 0};
+  job j = {r, m, plist, NULL, n, r->win_off >> PAGE_SHIFT, bytes, deltas, NULL, NULL, 0, b};
   if (nparts > 1 || n > ONE_PASS_MAX) { /* size first: the parts' starts */
     j.plan = mmsb_grow(plans, &plan_cap, n, sizeof *plans);
     if (!j.plan) {
@@ -242,6 +243,7 @@ int mmsb_collect_all(mmsb_bus *bus, mmsb_batch *b) {
     if (rc == MMSB_OK) { /* what it folded was other buses' marks */
       bus->stats.log_commits++;
       bus->bitmap_gen_seen = mmsb_bitmap_gen;
+      b->ordered = b->count;
     }
     if (rc != MMSB_COLLECT_BITMAPS) return rc;
   }
@@ -249,6 +251,9 @@ int mmsb_collect_all(mmsb_bus *bus, mmsb_batch *b) {
   int rc = MMSB_OK;
   for (uint32_t i = 0; !rc && i < bus->nregions; i++)
     if (bus->regions[i]) rc = mmsb_collect_region(bus, bus->regions[i], b);
-  if (!rc) bus->bitmap_gen_seen = mmsb_bitmap_gen;
+  if (!rc) {
+    bus->bitmap_gen_seen = mmsb_bitmap_gen;
+    b->ordered = b->count;
+  }
   return rc;
 }

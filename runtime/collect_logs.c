@@ -62,6 +62,7 @@ typedef struct lcol {
   size_t *sp_b, *sp_u;   /* sort parts' first buckets; fill parts' first units */
   uint8_t *out;          /* fill: where this epoch's deltas go */
   size_t *index, base;
+  mmsb_batch *b;
 } lcol;
 
 /* The bucket of address a, and in *cut where the addresses of that bucket
@@ -262,12 +263,12 @@ static void fill_part(void *ctx, int part, int nparts) {
   lcol *c = ctx;
   (void)nparts;
   copy_q q;
-  q.n = 0;
+  mmsb_copy_init(&q);
   for (size_t i = c->sp_u[part]; i < c->sp_u[part + 1]; i++) {
     cursor k = {true, c->units[i].bytes, c->units[i].deltas, &q};
     unit_pages(c, &c->units[i], &k);
   }
-  mmsb_copy_flush(&q);
+  mmsb_copy_done(&q, c->b);
 }
 
 /* Marks granules [g0, g1) in the bitmaps, as entries of at most
@@ -480,8 +481,11 @@ int mmsb_collect_logs(mmsb_bus *bus, mmsb_batch *b) {
     return MMSB_OK;
   }
   int threads = bus->cfg.commit_threads > 0 ? bus->cfg.commit_threads : 1;
+  uint64_t t0 = bus->trace ? mmsb_now_ns() : 0, t1 = 0, t2 = 0;
   if (!partition(&c, bus, threads)) return MMSB_COLLECT_BITMAPS;
+  if (bus->trace) t1 = mmsb_now_ns();
   size_t count, bytes = size_units(&c, threads, &count);
+  if (bus->trace) t2 = mmsb_now_ns();
   int rc = mmsb_batch_reserve_many(b, count, bytes);
   if (rc) {
     mmsb_logs_fold(c.ents, c.total);
@@ -490,9 +494,16 @@ int mmsb_collect_logs(mmsb_bus *bus, mmsb_batch *b) {
   c.base = b->bytes.len;
   c.out = b->bytes.p + c.base;
   c.index = b->index + b->count;
+  c.b = b;
   cut_parts(c.sp_u, c.sparts, c.nunits, B.cum);
   mmsb_pool_run(c.sparts, threads, fill_part, &c);
   mmsb_batch_commit_many(b, count, bytes);
   fold_foreign(&c);
+  if (bus->trace) { /* the collection's steps, under the "collect" event */
+    mmsb_epoch_t e = mmsb_batch_epoch(b);
+    mmsb_trace_event(bus, "logs: partition", t0, t1, e, c.total);
+    mmsb_trace_event(bus, "logs: sort and size", t1, t2, e, c.nunits);
+    mmsb_trace_event(bus, "logs: fill", t2, mmsb_now_ns(), e, count);
+  }
   return MMSB_OK;
 }

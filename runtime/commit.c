@@ -28,10 +28,12 @@ static void remark(mmsb_bus *bus, const mmsb_batch *b) {
 }
 
 static int collect(mmsb_bus *bus, mmsb_batch *b, mmsb_epoch_t e) {
+  uint64_t t0 = bus->trace ? mmsb_now_ns() : 0;
   int rc = mmsb_batch_begin(b, e);
   pthread_mutex_lock(&mmsb_mark_lock);
   if (!rc) rc = mmsb_collect_all(bus, b);
   pthread_mutex_unlock(&mmsb_mark_lock);
+  if (bus->trace) mmsb_trace_event(bus, "collect", t0, mmsb_now_ns(), e, b->count);
   if (!rc && bus->naccums) {
     rc = mmsb_accum_flush(bus, b);
     if (!rc) rc = mmsb_batch_sort(b);
@@ -48,7 +50,9 @@ static void count(mmsb_bus *bus, const mmsb_batch *b) {
   bus->stats.commits++;
   bus->stats.deltas += b->count;
   bus->stats.delta_bytes += b->bytes.len;
-  for (size_t i = 0; i < b->count; i++) { /* form and nruns of each header */
+  bus->stats.runs += b->runs; /* the collection counted its own */
+  bus->stats.whole_pages += b->whole;
+  for (size_t i = b->ordered; i < b->count; i++) { /* form and nruns of each header */
     const uint8_t *d = b->bytes.p + b->index[i];
     uint32_t nruns;
     memcpy(&nruns, d + 16, 4);

@@ -5,6 +5,7 @@
 #ifndef MMSB_DEVICE_H
 #define MMSB_DEVICE_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -41,10 +42,11 @@ typedef struct mmsb_dev_ops {
   /* Applies `n` deltas, bytes[offs[i]...], to the copy at dptr of a region
    * of `size` bytes, in order: offs is sorted by page (stably), and deltas
    * of one page are applied one after the other (an accumulation after the
-   * ASSIGN it follows).  Asynchronous on the stream; the host work (packing
-   * into staging) may use up to `threads` threads of the runtime's pool. */
+   * ASSIGN it follows); one_per_page: no two deltas share a page.
+   * Asynchronous on the stream; the host work (packing into staging) may
+   * use up to `threads` threads of the runtime's pool. */
   int (*apply)(void *stream, void *dptr, size_t size, const uint8_t *bytes, size_t len,
-               const uint32_t *offs, size_t n, uint64_t epoch, int threads);
+               const uint32_t *offs, size_t n, bool one_per_page, uint64_t epoch, int threads);
   /* Blocks until the work queued up to epoch e is done. */
   int (*wait)(void *stream, uint64_t epoch);
   /* Compares cur with prev (size bytes), fills *out with the changed

@@ -62,8 +62,10 @@ static void apply_one(uint8_t *base, size_t size, const uint8_t *d) {
 }
 
 static int h_apply(void *s, void *dptr, size_t size, const uint8_t *bytes, size_t len,
-                   const uint32_t *offs, size_t n, uint64_t epoch, int threads) {
+                   const uint32_t *offs, size_t n, bool one_per_page, uint64_t epoch,
+                   int threads) {
   (void)s;
+  (void)one_per_page;
   (void)threads;
   (void)len;
   (void)epoch;

@@ -23,6 +23,12 @@ void mmsb_copy_flush(copy_q *q) {
   q->n = 0;
 }
 
+void mmsb_copy_done(copy_q *q, mmsb_batch *b) {
+  mmsb_copy_flush(q);
+  __atomic_fetch_add(&b->runs, q->runs, __ATOMIC_RELAXED);
+  __atomic_fetch_add(&b->whole, q->whole, __ATOMIC_RELAXED);
+}
+
 static inline void copy_push(copy_q *q, uint8_t *dst, const uint8_t *src, size_t len) {
   q->c[q->n].dst = dst;
   q->c[q->n].src = src;
@@ -53,6 +59,8 @@ size_t mmsb_emit_runs(uint8_t *o, const mmsb_region *r, size_t page, const page_
       w += MMSB_RUN_HDR + pr->len[i];
     }
   }
+  q->runs += whole ? 1 : pr->n;
+  q->whole += whole;
   mmsb_delta_write_header(o, r->id, page, MMSB_OP_ASSIGN, MMSB_T_BYTES, whole,
                           whole ? 0 : pr->n, body);
   return MMSB_DELTA_HDR + body;

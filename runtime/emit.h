@@ -25,10 +25,15 @@ typedef struct page_runs {
  * it).  A queue holds at least a page's worth (256 runs). */
 #define COPY_MAX 1024
 typedef struct copy_q {
+  uint64_t runs, whole; /* of the deltas written through it (stats) */
   size_t n;
   struct { uint8_t *dst; const uint8_t *src; size_t len; } c[COPY_MAX];
 } copy_q;
 void mmsb_copy_flush(copy_q *q);
+/* An empty queue. */
+static inline void mmsb_copy_init(copy_q *q) { q->runs = q->whole = q->n = 0; }
+/* Flushes q and adds its counts to b's (parts of a collection run at once). */
+void mmsb_copy_done(copy_q *q, mmsb_batch *b);
 
 /* The plan of a page's delta: its body size (0: no delta), with
  * PLAN_WHOLE when runs would take at least the page's plen bytes. */

@@ -165,6 +165,12 @@ struct mmsb_batch {
   size_t *index;       /* byte offset of each delta */
   size_t count, index_cap;
   bool owned;          /* freed by mmsb_batch_free */
+  /* Deltas [0, ordered) are the collection's: regions in id order, pages
+   * ascending, one delta a page; runs and whole count their runs and whole
+   * pages.  Consumers use that instead of reading every header (0 after a
+   * sort, and in batches not made by commit). */
+  size_t ordered;
+  uint64_t runs, whole;
 };
 
 struct mmsb_bus {

@@ -27,15 +27,54 @@ struct mmsb_mirror {
   unsigned sink_id;
 };
 
+/* The region's deltas of a batch made by commit, without reading every
+ * header: the collected ones are in region order (found by bisection) and
+ * one a page; false when a later delta (derived) is the region's too. */
+static bool gather_ordered(mmsb_mirror *m, const mmsb_batch *b, uint32_t *o, size_t *first,
+                           size_t *n, size_t *len) {
+  uint32_t id = m->r->id, rid;
+  for (size_t i = b->ordered; i < b->count; i++) {
+    memcpy(&rid, b->bytes.p + b->index[i], 4);
+    if (rid == id) return false;
+  }
+  size_t lo = 0, hi = b->ordered; /* first delta of a region >= id */
+  while (lo < hi) {
+    size_t mid = lo + (hi - lo) / 2;
+    memcpy(&rid, b->bytes.p + b->index[mid], 4);
+    if (rid < id) lo = mid + 1;
+    else hi = mid;
+  }
+  size_t end = lo;
+  for (hi = b->ordered; end < hi;) { /* first delta of a region > id */
+    size_t mid = end + (hi - end) / 2;
+    memcpy(&rid, b->bytes.p + b->index[mid], 4);
+    if (rid <= id) end = mid + 1;
+    else hi = mid;
+  }
+  *n = end - lo;
+  *first = *n ? b->index[lo] : 0;
+  *len = 0;
+  if (*n) {
+    uint32_t body;
+    memcpy(&body, b->bytes.p + b->index[end - 1] + 20, 4);
+    *len = b->index[end - 1] + MMSB_DELTA_HDR + body - *first;
+  }
+  for (size_t i = 0; i < *n; i++) o[i] = (uint32_t)(b->index[lo + i] - *first);
+  return true;
+}
+
 /* This epoch's deltas of m's region in b (any order: during propagation
- * the batch is not sorted yet): offsets relative to the first one. */
-static int gather(mmsb_mirror *m, const mmsb_batch *b, size_t *first, size_t *n, size_t *len) {
+ * the batch is not sorted yet): offsets relative to the first one;
+ * *one_per_page when no two share a page. */
+static int gather(mmsb_mirror *m, const mmsb_batch *b, size_t *first, size_t *n, size_t *len,
+                  bool *one_per_page) {
   *n = 0;
   *first = SIZE_MAX;
   size_t end = 0;
   uint32_t *o = mmsb_grow(m->offs, &m->cap_offs, b->count ? b->count : 1, sizeof *o);
   if (!o) return mmsb_fail(MMSB_ENOMEM, "mirror");
   m->offs = o;
+  if ((*one_per_page = gather_ordered(m, b, o, first, n, len))) return MMSB_OK;
   bool sorted = true;
   uint64_t last = 0;
   for (size_t i = 0; i < b->count; i++) {
@@ -77,10 +116,11 @@ static int catch_up(mmsb_mirror *m, const mmsb_batch *b) {
   mmsb_epoch_t e = mmsb_batch_epoch(b);
   if (m->applied >= e) return MMSB_OK;
   size_t first = 0, n = 0, len = 0;
-  int rc = gather(m, b, &first, &n, &len);
+  bool one = false;
+  int rc = gather(m, b, &first, &n, &len, &one);
   if (!rc && n)
-    rc = m->ops->apply(m->stream, m->dptr, m->r->size, b->bytes.p + first, len, m->offs, n, e,
-                       m->bus->cfg.commit_threads);
+    rc = m->ops->apply(m->stream, m->dptr, m->r->size, b->bytes.p + first, len, m->offs, n, one,
+                       e, m->bus->cfg.commit_threads);
   if (!rc) m->applied = e;
   return rc;
 }

@@ -48,7 +48,9 @@ static void random_store(world *w, int i) {
   }
 }
 
-static void check_order(const mmsb_batch *b) {
+/* Checks the batch's order; adds its runs and whole pages (as the stats
+ * count them: a whole page is one run) to *runs and *whole. */
+static void check_order(const mmsb_batch *b, uint64_t *runs, uint64_t *whole) {
   uint32_t pr = 0;
   uint64_t pp = 0;
   for (size_t i = 0; i < mmsb_batch_count(b); i++) {
@@ -58,6 +60,8 @@ static void check_order(const mmsb_batch *b) {
       CHECK(d.region_id > pr || (d.region_id == pr && d.page > pp));
     pr = d.region_id;
     pp = d.page;
+    *runs += d.whole_page ? 1 : d.nruns;
+    *whole += d.whole_page;
   }
 }
 
@@ -79,7 +83,7 @@ static void test_random_epochs(int epochs) {
   }
   CHECK_OK(mmsb_subscribe(w.live, capture, &w, NULL));
   int mismatches = 0;
-  uint64_t total_deltas = 0;
+  uint64_t total_deltas = 0, runs = 0, whole = 0;
   for (int e = 1; e <= epochs; e++) {
     int nstores = (int)rng_below(&seed, e % 10 == 0 ? 5000 : 60);
     for (int s = 0; s < nstores; s++) random_store(&w, (int)rng_below(&seed, NREG));
@@ -104,7 +108,7 @@ static void test_random_epochs(int epochs) {
     CHECK(got == (mmsb_epoch_t)e);
     CHECK(w.calls == e && w.last && mmsb_batch_epoch(w.last) == (mmsb_epoch_t)e);
     CHECK(mmsb_verify_last(w.live) == 0);
-    check_order(w.last);
+    check_order(w.last, &runs, &whole);
     total_deltas += mmsb_batch_count(w.last);
     CHECK_OK(mmsb_batch_apply(w.last, w.replica));
     for (int i = 0; i < NREG; i++)
@@ -120,6 +124,7 @@ static void test_random_epochs(int epochs) {
   CHECK_OK(mmsb_stats_get(w.live, &st));
   CHECK(st.commits == (uint64_t)epochs + 1 && st.deltas == total_deltas &&
         st.untracked_bytes == 0);
+  CHECK(st.runs == runs && st.whole_pages == whole && whole > 0);
   CHECK(st.log_commits > 0 && st.log_commits < st.commits); /* both paths ran */
   printf("random epochs: %d, %llu deltas, %llu from the logs\n", epochs,
          (unsigned long long)total_deltas, (unsigned long long)st.log_commits);
