@@ -19,61 +19,89 @@
 
 #define POOL_MAX 64
 
+/* Parts are handed out without a lock: `ticket` holds the job's number
+ * (high 32 bits) and its next part, taken by compare-and-swap.  With a
+ * mutex around the handout, sixteen threads woken at once queued on it for
+ * every part, and a commit's short jobs (tens of microseconds of work each)
+ * took several times as long.  The mutex and condition variables are only
+ * for sleeping and waking. */
 static struct {
   pthread_mutex_t job_lock;  /* one job at a time */
-  pthread_mutex_t lock;      /* the fields below */
+  pthread_mutex_t lock;      /* sleeping and waking */
   pthread_cond_t go, done;
-  int nthreads;              /* workers started */
-  _Atomic uint64_t gen;      /* bumped for each job (under lock) */
-  mmsb_part_fn fn;
+  int nthreads;              /* workers started (job_lock) */
+  _Atomic uint64_t gen;      /* the current job's number (from 1); bumped under lock */
+  _Atomic uint64_t ticket;   /* job number << 32 | next part */
+  mmsb_part_fn fn;           /* the job: set before gen is bumped */
   void *ctx;
-  int nparts, next, left;    /* parts of the job: handed out, unfinished */
-  int helpers;               /* workers the job may still take (threads - 1) */
+  _Atomic int nparts;        /* atomic: a late worker reads it as the next job starts */
+  _Atomic int helpers;       /* workers the job may still take */
+  _Atomic int left;          /* parts not finished */
 } P = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER,
-       PTHREAD_COND_INITIALIZER, 0, 0, NULL, NULL, 0, 0, 0, 0};
+       PTHREAD_COND_INITIALIZER, 0, 1, 0, NULL, NULL, 0, 0, 0}; /* gen from 1: 0 is "the end" */
 
 static __thread int in_job; /* this thread is running a part or waiting for its job */
 
-/* Takes parts of the current job until none is left; P.lock held. */
-static void take_parts(void) {
-  while (P.next < P.nparts) {
-    int part = P.next++;
-    mmsb_part_fn fn = P.fn;
-    void *ctx = P.ctx;
-    int n = P.nparts;
-    pthread_mutex_unlock(&P.lock);
-    fn(ctx, part, n);
-    pthread_mutex_lock(&P.lock);
-    if (--P.left == 0) pthread_cond_broadcast(&P.done);
+/* Takes parts of job g until none is left (or another job is current: a
+ * worker that woke late). */
+static void take_parts(uint64_t g) {
+  for (;;) {
+    uint64_t t = atomic_load(&P.ticket);
+    do {
+      if (t >> 32 != (g & 0xffffffffu) || (uint32_t)t >= (uint32_t)atomic_load(&P.nparts)) return;
+    } while (!atomic_compare_exchange_weak(&P.ticket, &t, t + 1));
+    /* The part is ours, so job g cannot end before it does: fn, ctx and
+     * nparts are still g's. */
+    P.fn(P.ctx, (int)(uint32_t)t, atomic_load(&P.nparts));
+    if (atomic_fetch_sub(&P.left, 1) == 1) {
+      pthread_mutex_lock(&P.lock);
+      pthread_cond_broadcast(&P.done);
+      pthread_mutex_unlock(&P.lock);
+    }
   }
 }
 
-/* A worker spins a little before it sleeps: collection hands out two jobs
- * back to back (size, then fill), and waking a sleeping thread took ~50 us
- * on a VM, as long as a whole small commit. */
-#define SPIN 4000
+/* How long a thread spins for the next job (or for its job's end) before
+ * it sleeps: collection hands out several jobs back to back, and waking a
+ * sleeping thread took ~50 us on a VM, as long as a whole small commit. */
+#define SPIN_NS 200000
+
+/* Whether the awaited thing happened: a job other than `seen` (workers),
+ * or the end of the current job (its caller, seen = 0). */
+static bool ready(uint64_t seen) {
+  return seen ? atomic_load_explicit(&P.gen, memory_order_acquire) != seen
+              : atomic_load_explicit(&P.left, memory_order_acquire) <= 0;
+}
+
+/* Spins for SPIN_NS, then sleeps on go (workers) or done (the caller). */
+static void await(uint64_t seen) {
+  uint64_t t0 = mmsb_now_ns();
+  for (unsigned k = 1; !ready(seen); k++) {
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#endif
+    if (k % 256 == 0 && mmsb_now_ns() - t0 > SPIN_NS) {
+      pthread_mutex_lock(&P.lock);
+      while (!ready(seen)) pthread_cond_wait(seen ? &P.go : &P.done, &P.lock);
+      pthread_mutex_unlock(&P.lock);
+      return;
+    }
+  }
+}
 
 static void *worker(void *arg) {
   (void)arg;
-  pthread_mutex_lock(&P.lock);
-  uint64_t seen = P.gen;
-  pthread_mutex_unlock(&P.lock);
+  uint64_t seen = atomic_load(&P.gen);
   for (;;) {
-    for (int k = 0; k < SPIN && atomic_load_explicit(&P.gen, memory_order_relaxed) == seen; k++) {
-#if defined(__x86_64__) || defined(__i386__)
-      __builtin_ia32_pause();
-#endif
+    await(seen);
+    seen = atomic_load_explicit(&P.gen, memory_order_acquire);
+    int h = atomic_load(&P.helpers); /* the pool may be larger than this job asked */
+    while (h > 0 && !atomic_compare_exchange_weak(&P.helpers, &h, h - 1)) {
     }
-    pthread_mutex_lock(&P.lock);
-    while (P.gen == seen) pthread_cond_wait(&P.go, &P.lock);
-    seen = P.gen;
-    if (P.helpers > 0) { /* the pool may be larger than this job asked */
-      P.helpers--;
-      in_job = 1;
-      take_parts();
-      in_job = 0;
-    }
-    pthread_mutex_unlock(&P.lock);
+    if (h <= 0) continue;
+    in_job = 1;
+    take_parts(seen);
+    in_job = 0;
   }
   return NULL;
 }
@@ -99,31 +127,31 @@ int mmsb_pool_run(int nparts, int threads, mmsb_part_fn fn, void *ctx) {
     return 1;
   }
   pthread_mutex_lock(&P.job_lock);
-  pthread_mutex_lock(&P.lock);
-  grow((threads < nparts ? threads : nparts) - 1);
+  int asked = (threads < nparts ? threads : nparts) - 1;
+  grow(asked);
   if (P.nthreads == 0) { /* no thread could be started: all parts here */
-    pthread_mutex_unlock(&P.lock);
     for (int i = 0; i < nparts; i++) fn(ctx, i, nparts);
     pthread_mutex_unlock(&P.job_lock);
     return 1;
   }
   P.fn = fn;
   P.ctx = ctx;
-  P.nparts = P.left = nparts;
-  P.next = 0;
-  int asked = (threads < nparts ? threads : nparts) - 1;
-  P.helpers = asked;
-  P.gen++;
+  atomic_store(&P.nparts, nparts);
+  atomic_store(&P.left, nparts);
+  atomic_store(&P.helpers, asked);
+  uint64_t g = atomic_load(&P.gen) + 1;
+  atomic_store(&P.ticket, (g & 0xffffffffu) << 32);
+  pthread_mutex_lock(&P.lock);
+  atomic_store_explicit(&P.gen, g, memory_order_release);
   pthread_cond_broadcast(&P.go);
-  in_job = 1;
-  take_parts();
-  while (P.left) pthread_cond_wait(&P.done, &P.lock);
-  in_job = 0;
-  int used = 1 + asked - P.helpers; /* workers that came before the end */
-  P.helpers = 0;
   pthread_mutex_unlock(&P.lock);
+  in_job = 1;
+  take_parts(g);
+  await(0);
+  in_job = 0;
+  int h = atomic_exchange(&P.helpers, 0); /* late workers take nothing now */
   pthread_mutex_unlock(&P.job_lock);
-  return used;
+  return 1 + asked - (h > 0 ? h : 0); /* workers that came before the end */
 }
 
 /* Copies n bytes from src to dst on up to `threads` threads (parts of at
