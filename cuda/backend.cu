@@ -29,8 +29,7 @@ extern "C" void mmsb_parallel_copy(void *dst, const void *src, size_t n, int thr
 namespace {
 
 struct Stage {
-  uint8_t *host = nullptr, *dev = nullptr; // pinned (mapped) / device
-  uint8_t *mapped = nullptr;               // host's address on the device
+  uint8_t *host = nullptr, *dev = nullptr; // pinned / device
   size_t cap = 0;
   cudaEvent_t done = nullptr;
   bool pending = false; // work that reads it was queued since the last c_wait
@@ -261,11 +260,6 @@ int c_copy(void *p, void *dst, const void *src, size_t n) {
   return cuda_err(cudaMemcpyAsync(dst, src, n, cudaMemcpyDeviceToDevice, s->s), "copy");
 }
 
-// Staging this small or smaller is read by the apply kernel in place, over
-// the bus: a copy call and its DMA cost more than the kernel's reads (1e-5
-// of a GiB is ~50 KiB).
-constexpr size_t DIRECT_MAX = 128 << 10;
-
 int c_apply(void *p, void *dptr, size_t size, const uint8_t *bytes, size_t len,
             const uint32_t *offs, size_t n, bool one_per_page, uint64_t epoch, int threads) {
   Stream *s = (Stream *)p;
@@ -279,8 +273,7 @@ int c_apply(void *p, void *dptr, size_t size, const uint8_t *bytes, size_t len,
     cudaFree(st.dev);
     st.host = st.dev = nullptr;
     size_t cap = need + need / 2;
-    rc = cuda_err(cudaHostAlloc(&st.host, cap, cudaHostAllocMapped), "pinned staging");
-    if (!rc) rc = cuda_err(cudaHostGetDevicePointer((void **)&st.mapped, st.host, 0), "mapped staging");
+    rc = cuda_err(cudaHostAlloc(&st.host, cap, cudaHostAllocDefault), "pinned staging");
     if (!rc) rc = cuda_err(cudaMalloc(&st.dev, cap), "device staging");
     st.cap = rc ? 0 : cap;
   }
@@ -298,15 +291,11 @@ int c_apply(void *p, void *dptr, size_t size, const uint8_t *bytes, size_t len,
   if (one_per_page) ng = (uint32_t)n; // groups of one: the kernel needs no group array
   else group[ng] = (uint32_t)n;
   need = olen + (n + (one_per_page ? 0 : ng + 1)) * sizeof(uint32_t);
-  const uint8_t *src = st.mapped;
-  if (need > DIRECT_MAX) {
-    src = st.dev;
-    rc = cuda_err(cudaMemcpyAsync(st.dev, st.host, need, cudaMemcpyHostToDevice, s->s), "send deltas");
-    if (rc) return rc;
-  }
+  rc = cuda_err(cudaMemcpyAsync(st.dev, st.host, need, cudaMemcpyHostToDevice, s->s), "send deltas");
+  if (rc) return rc;
   apply_kernel<<<(ng + WARPS - 1) / WARPS, WARPS * 32, 0, s->s>>>(
-      (uint8_t *)dptr, size, src, (const uint32_t *)(src + olen),
-      one_per_page ? nullptr : (const uint32_t *)(src + olen) + n, ng);
+      (uint8_t *)dptr, size, st.dev, (const uint32_t *)(st.dev + olen),
+      one_per_page ? nullptr : (const uint32_t *)(st.dev + olen) + n, ng);
   rc = cuda_err(cudaGetLastError(), "apply kernel");
   if (!rc) rc = cuda_err(cudaEventRecord(st.done, s->s), "event");
   st.pending = !rc;

@@ -149,6 +149,10 @@ int mmsb_pool_run(int nparts, int threads, mmsb_part_fn fn, void *ctx) {
   take_parts(g);
   await(0);
   in_job = 0;
+  /* Closed: a late worker that read this job's ticket must not pass the
+   * part-count check against the next job's nparts and claim a part of a
+   * job that has not started (it did, under compute-sanitizer). */
+  atomic_store(&P.ticket, (g & 0xffffffffu) << 32 | 0xffffffffu);
   int h = atomic_exchange(&P.helpers, 0); /* late workers take nothing now */
   pthread_mutex_unlock(&P.job_lock);
   return 1 + asked - (h > 0 ? h : 0); /* workers that came before the end */

@@ -52,7 +52,7 @@ static void test_epochs(int epochs) {
       }
     }
     /* Scattered words in the big one; every tenth epoch enough for the
-     * CUDA backend to copy its staging over instead of reading it in place. */
+     * commit to collect them on the pool. */
     int nbig = e % 10 == 0 ? 6000 : 200;
     for (int s = 0; s < nbig; s++) {
       size_t w = rng_below(&seed, (1 << 22) / 8);

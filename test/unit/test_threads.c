@@ -2,8 +2,10 @@
  * after they join, one commit must carry every byte they wrote. */
 #include "check.h"
 #include "mmsb_abi.h"
+#include "internal.h"
 
 #include <pthread.h>
+#include <stdatomic.h>
 
 #define NTHREADS 8
 #define SIZE (8u << 20)
@@ -26,8 +28,42 @@ static void *writer(void *arg) {
   return NULL;
 }
 
+/* The runtime's pool: jobs back to back, of different part counts, each
+ * part run once, and only while its job runs (a worker that woke late once
+ * claimed a part of the next job before it started). */
+typedef struct pool_job {
+  _Atomic int runs[64];
+  _Atomic int open; /* 1 while mmsb_pool_run for this job has not returned */
+  _Atomic int bad;
+} pool_job;
+
+static void pool_part(void *ctx, int part, int nparts) {
+  pool_job *j = ctx;
+  if (!atomic_load(&j->open) || part >= nparts) atomic_fetch_add(&j->bad, 1);
+  atomic_fetch_add(&j->runs[part], 1);
+}
+
+static void test_pool_jobs(int jobs) {
+  static pool_job pj[2];
+  int bad = 0;
+  for (int k = 0; k < jobs; k++) {
+    pool_job *j = &pj[k & 1];
+    int nparts = k % 3 == 0 ? 2 : k % 3 == 1 ? 9 : 40;
+    for (int i = 0; i < 64; i++) atomic_store(&j->runs[i], 0);
+    atomic_store(&j->bad, 0);
+    atomic_store(&j->open, 1);
+    mmsb_pool_run(nparts, 8, pool_part, j);
+    atomic_store(&j->open, 0);
+    for (int i = 0; i < 64; i++) bad += atomic_load(&j->runs[i]) != (i < nparts);
+    bad += atomic_load(&j->bad);
+  }
+  CHECK(bad == 0);
+  printf("pool: %d jobs, each part once and in its job\n", jobs);
+}
+
 int main(void) {
   uint64_t seed = test_seed();
+  test_pool_jobs(20000 * test_scale());
   mmsb_bus *bus, *rep;
   mmsb_region *r, *rr;
   CHECK_OK(mmsb_bus_open(NULL, &bus));
