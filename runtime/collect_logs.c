@@ -501,8 +501,8 @@ int mmsb_collect_logs(mmsb_bus *bus, mmsb_batch *b) {
   fold_foreign(&c);
   if (bus->trace) { /* the collection's steps, under the "collect" event */
     mmsb_epoch_t e = mmsb_batch_epoch(b);
-    mmsb_trace_event(bus, "logs: partition", t0, t1, e, c.total);
-    mmsb_trace_event(bus, "logs: sort and size", t1, t2, e, c.nunits);
+    mmsb_trace_event(bus, "logs: partition", t0, t1, e, count);
+    mmsb_trace_event(bus, "logs: sort and size", t1, t2, e, count);
     mmsb_trace_event(bus, "logs: fill", t2, mmsb_now_ns(), e, count);
   }
   return MMSB_OK;

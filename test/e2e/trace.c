@@ -1,8 +1,11 @@
-// MMSB_TRACE writes every commit and the sinks it ran as Chrome trace-event
-// JSON that parses and that Perfetto opens.
+// MMSB_TRACE writes every commit, its collection (with the steps of a
+// collection from the mark logs) and the sinks it ran as Chrome trace-event
+// JSON that parses and that Perfetto opens.  Here the first commit is taken
+// from the logs, the second from the bitmaps (the node's first run folded
+// its output's marks there).
 // RUN: %cc-mmsb -O2 %s %rt -o %t && env MMSB_TRACE=%t.json %t
 // RUN: python3 -c "import json,sys; e=json.load(open(sys.argv[1])); print(len(e), sorted({x['name'] for x in e}), all(x['ph']=='X' and x['dur']>=0 for x in e))" %t.json | FileCheck %s
-// CHECK: 6 ['commit', 'propagate', 'subscriber'] True
+// CHECK: 11 ['collect', 'commit', 'logs: fill', 'logs: partition', 'logs: sort and size', 'propagate', 'subscriber'] True
 #include <mmsb/mmsb.h>
 
 MMSB_STATE static long a[512], b[512];
