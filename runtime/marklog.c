@@ -3,9 +3,11 @@
  *
  * A tracked store appends (address, length) to its thread's log: a
  * sequential write to memory the thread owns, with no atomic instruction
- * and no second cache miss.  A full log doubles, up to a limit; at the
- * limit the thread takes mmsb_mark_lock and folds it into the window
- * bitmaps.  An epoch whose marks all stayed in the logs is collected from
+ * and no second cache miss.  When the log fills, the entries written since
+ * it last filled lose their repeats (a loop that stores to a few hot words
+ * adds almost nothing); a log still more than half full doubles, up to a
+ * limit; at the limit the thread takes mmsb_mark_lock and folds it into
+ * the window bitmaps.  An epoch whose marks all stayed in the logs is collected from
  * them (collect_logs.c), one whose marks went into the bitmaps from those
  * (collect.c).  A thread that exits folds its log first.
  */
@@ -24,10 +26,18 @@
 
 __thread __mmsb_log_t __mmsb_log;
 
+/* Slots of the table of recent entries that repeats are dropped against. */
+#define RECENT 256
+
 typedef struct thread_log {
   struct thread_log *next, *prev;
   __mmsb_log_t *log;  /* the owning thread's __mmsb_log */
   uint64_t *buf;
+  uint64_t *filtered; /* entries before it have lost their repeats */
+  /* Entries kept since the log was last emptied, by a hash of the entry:
+   * an entry equal to one of them marks nothing new.  Cleared whenever the
+   * log is emptied, since the entry it matched is gone then. */
+  uint64_t recent[RECENT];
 } thread_log;
 
 static thread_log *logs;  /* every registered thread; mmsb_mark_lock */
@@ -79,9 +89,15 @@ static void fold(const uint64_t *e, const uint64_t *end) {
   }
 }
 
+/* Empties t's log (its entries were folded or taken). */
+static void empty(thread_log *t) {
+  t->log->pos = t->filtered = t->buf;
+  memset(t->recent, 0, sizeof t->recent);
+}
+
 static void flush_one(thread_log *t) {
   fold(t->buf, t->log->pos);
-  t->log->pos = t->buf;
+  empty(t);
 }
 
 void mmsb_logs_flush_all(void) {
@@ -101,7 +117,7 @@ size_t mmsb_logs_segs(mmsb_log_seg **segs, size_t *cap) {
 }
 
 void mmsb_logs_clear(void) {
-  for (thread_log *t = logs; t; t = t->next) t->log->pos = t->buf;
+  for (thread_log *t = logs; t; t = t->next) empty(t);
 }
 
 void mmsb_logs_fold(const uint64_t *e, size_t n) { fold(e, e + n); }
@@ -131,7 +147,7 @@ static void register_self(void) {
     buf = fallback;
     n = sizeof fallback / sizeof *fallback;
   }
-  *t = (thread_log){NULL, NULL, &__mmsb_log, buf};
+  *t = (thread_log){NULL, NULL, &__mmsb_log, buf, buf, {0}};
   __mmsb_log.pos = buf;
   __mmsb_log.end = buf + n;
   pthread_mutex_lock(&mmsb_mark_lock);
@@ -141,6 +157,20 @@ static void register_self(void) {
   pthread_mutex_unlock(&mmsb_mark_lock);
   pthread_setspecific(exit_key, t);
   self = t;
+}
+
+/* Drops the entries of [e, end) that repeat one in t->recent (or an
+ * earlier one of them), compacting the rest in place; returns their end. */
+static uint64_t *drop_repeats(thread_log *t, uint64_t *e, const uint64_t *end) {
+  uint64_t *w = e;
+  for (; e < end; e++) {
+    uint64_t x = *e;
+    unsigned h = (unsigned)(((x >> GRAN_SHIFT) * 0x9E3779B97F4A7C15ull) >> 56);
+    if (t->recent[h] == x) continue; /* 0 is no entry: addresses are not 0 */
+    t->recent[h] = x;
+    *w++ = x;
+  }
+  return w;
 }
 
 /* Entries a log may grow to: MMSB_MARK_LOG (at least LOG_ENTRIES), read
@@ -161,15 +191,18 @@ uint64_t *__mmsb_log_refill(void) {
     return __mmsb_log.pos;
   }
   pthread_mutex_lock(&mmsb_mark_lock);
-  size_t cap = (size_t)(__mmsb_log.end - self->buf);
-  uint64_t *b = cap < log_max() && self->buf != fallback ? realloc(self->buf, 2 * cap * sizeof *b)
-                                                         : NULL;
-  if (b) { /* room for twice as many: the marks stay in the log */
-    self->buf = b;
-    __mmsb_log.pos = b + cap;
+  thread_log *t = self;
+  size_t cap = (size_t)(__mmsb_log.end - t->buf);
+  t->filtered = t->log->pos = drop_repeats(t, t->filtered, t->log->pos);
+  size_t used = (size_t)(t->log->pos - t->buf);
+  uint64_t *b = NULL;
+  if (used <= cap / 2) { /* repeats made room */
+  } else if (cap < log_max() && t->buf != fallback && (b = realloc(t->buf, 2 * cap * sizeof *b))) {
+    t->buf = b; /* room for twice as many: the marks stay in the log */
+    t->filtered = t->log->pos = b + used;
     __mmsb_log.end = b + 2 * cap;
   } else {
-    flush_one(self);
+    flush_one(t);
   }
   pthread_mutex_unlock(&mmsb_mark_lock);
   return __mmsb_log.pos;
