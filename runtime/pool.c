@@ -159,8 +159,10 @@ int mmsb_pool_run(int nparts, int threads, mmsb_part_fn fn, void *ctx) {
 }
 
 /* Copies n bytes from src to dst on up to `threads` threads (parts of at
- * least 1 MiB): filling pinned staging from a batch that other threads
- * wrote is bound by their caches, not by one core's copy speed. */
+ * least 64 KiB): filling pinned staging from a batch that other threads
+ * wrote is bound by their caches, not by one core's copy speed, and the
+ * pool's threads are still spinning from the collection that wrote it (a
+ * 470 KB batch at 1e-4 of a GiB was one thread's copy with 1 MiB parts). */
 typedef struct copy_job {
   uint8_t *dst;
   const uint8_t *src;
@@ -174,7 +176,7 @@ static void copy_part(void *ctx, int part, int nparts) {
 }
 
 void mmsb_parallel_copy(void *dst, const void *src, size_t n, int threads) {
-  size_t parts = n >> 20;
+  size_t parts = n >> 16;
   if (parts > (size_t)threads) parts = (size_t)threads;
   copy_job c = {dst, src, n};
   mmsb_pool_run(parts < 1 ? 1 : (int)parts, threads, copy_part, &c);
