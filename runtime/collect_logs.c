@@ -271,15 +271,13 @@ static void fill_part(void *ctx, int part, int nparts) {
   mmsb_copy_done(&q, c->b);
 }
 
-/* Marks granules [g0, g1) in the bitmaps, as entries of at most
- * MMSB_LOG_MAX_LEN bytes. */
+/* Marks granules [g0, g1) in the bitmaps (they lie in a bucket, so in
+ * one window). */
 static void fold_granules(uintptr_t g0, uintptr_t g1) {
-  for (uintptr_t a = g0 << GRAN_SHIFT, e = g1 << GRAN_SHIFT; a < e;) {
-    size_t len = e - a < MMSB_LOG_MAX_LEN ? e - a : MMSB_LOG_MAX_LEN;
-    uint64_t ent = (uint64_t)a | (uint64_t)(len - 1) << MMSB_LOG_LEN_SHIFT;
-    mmsb_logs_fold(&ent, 1);
-    a += len;
-  }
+  uintptr_t a = g0 << GRAN_SHIFT;
+  size_t len = (g1 - g0) << GRAN_SHIFT;
+  int w = mmsb_window_of(a, len);
+  if (w >= 0) mmsb_bits_set(w, a - __mmsb_windows[w].lo, len);
 }
 
 /* Marks outside the bus's regions go to the bitmaps, for their own bus:
@@ -310,12 +308,24 @@ static void fold_foreign(const lcol *c) {
   }
 }
 
+/* The buffers of a collection, kept from commit to commit (collection runs
+ * under mmsb_mark_lock). */
+static struct {
+  mmsb_log_seg *segs;
+  size_t *seg_at, *counts, *bstart, *nruns, *bu_start, *bu, *sp_b, *sp_u, *cum;
+  unit *units;
+  uint64_t *ents, *tmp;
+  grun *runs;
+  uint8_t *foreign;
+  size_t segs_cap, seg_at_cap, counts_cap, bstart_cap, nruns_cap, bu_start_cap, bu_cap,
+      sp_b_cap, sp_u_cap, cum_cap, units_cap, ents_cap, tmp_cap, runs_cap, foreign_cap;
+} B;
+
+#define GROW(field, need) ((B.field = mmsb_grow(B.field, &B.field##_cap, (need), sizeof *B.field)) != NULL)
+
 /* Lists the units: for each region of the bus in order, the buckets of
  * its span that hold entries; then, by bucket, which units each has. */
 static int make_units(lcol *c, const mmsb_bus *bus) {
-  static unit *units;
-  static size_t units_cap, bu_cap;
-  static size_t *bu;
   c->nunits = 0;
   for (uint32_t i = 0; i < bus->nregions; i++) {
     const mmsb_region *r = bus->regions[i];
@@ -324,17 +334,13 @@ static int make_units(lcol *c, const mmsb_bus *bus) {
     size_t b1 = ((uintptr_t)r->data + r->map_size - 1 - c->lo) >> c->shift;
     for (size_t b = b0; b <= b1; b++) {
       if (c->bstart[b + 1] == c->bstart[b]) continue;
-      unit *t = mmsb_grow(units, &units_cap, c->nunits + 1, sizeof *t);
-      if (!t) return MMSB_ENOMEM;
-      units = t;
-      units[c->nunits++] = (unit){r, b, 0, 0, 0, 0};
+      if (!GROW(units, c->nunits + 1)) return MMSB_ENOMEM;
+      B.units[c->nunits++] = (unit){r, b, 0, 0, 0, 0};
     }
   }
-  size_t *t = mmsb_grow(bu, &bu_cap, c->nunits ? c->nunits : 1, sizeof *t);
-  if (!t) return MMSB_ENOMEM;
-  bu = t;
-  c->units = units;
-  c->bu = bu;
+  if (!GROW(bu, c->nunits ? c->nunits : 1)) return MMSB_ENOMEM;
+  unit *units = c->units = B.units;
+  size_t *bu = c->bu = B.bu;
   memset(c->bu_start, 0, (c->nb + 1) * sizeof *c->bu_start);
   for (size_t u = 0; u < c->nunits; u++) c->bu_start[units[u].b + 1]++;
   for (size_t b = 0; b < c->nb; b++) c->bu_start[b + 1] += c->bu_start[b];
@@ -362,7 +368,7 @@ static size_t bucket_starts(lcol *c) {
 }
 
 /* Cuts items [0, n) with cumulative weights cum[0..n] (cum[0] = 0) into
- * c->sparts parts of about equal weight: first[p] is part p's first item. */
+ * `parts` parts of about equal weight: first[p] is part p's first item. */
 static void cut_parts(size_t *first, int parts, size_t n, const size_t *cum) {
   size_t i = 0;
   first[0] = 0; /* leading empty items too: every item is in a part */
@@ -373,20 +379,6 @@ static void cut_parts(size_t *first, int parts, size_t n, const size_t *cum) {
   }
   first[parts] = n;
 }
-
-/* The buffers of a collection, kept from commit to commit (collection runs
- * under mmsb_mark_lock). */
-static struct {
-  mmsb_log_seg *segs;
-  size_t *seg_at, *counts, *bstart, *nruns, *bu_start, *sp_b, *sp_u, *cum;
-  uint64_t *ents, *tmp;
-  grun *runs;
-  uint8_t *foreign;
-  size_t segs_cap, seg_at_cap, counts_cap, bstart_cap, nruns_cap, bu_start_cap, sp_b_cap,
-      sp_u_cap, cum_cap, ents_cap, tmp_cap, runs_cap, foreign_cap;
-} B;
-
-#define GROW(field, need) ((B.field = mmsb_grow(B.field, &B.field##_cap, (need), sizeof *B.field)) != NULL)
 
 /* The span of the bus's regions, and buckets of ~BUCKET_FILL entries over
  * it: false when the bus has no region. */

@@ -52,12 +52,11 @@ static void count(mmsb_bus *bus, const mmsb_batch *b) {
   bus->stats.delta_bytes += b->bytes.len;
   bus->stats.runs += b->runs; /* the collection counted its own */
   bus->stats.whole_pages += b->whole;
-  for (size_t i = b->ordered; i < b->count; i++) { /* form and nruns of each header */
-    const uint8_t *d = b->bytes.p + b->index[i];
-    uint32_t nruns;
-    memcpy(&nruns, d + 16, 4);
-    bus->stats.runs += d[6] == MMSB_FORM_PAGE ? 1 : nruns;
-    bus->stats.whole_pages += d[6] == MMSB_FORM_PAGE;
+  for (size_t i = b->ordered; i < b->count; i++) { /* the rest, from their headers */
+    mmsb_delta d;
+    mmsb_batch_delta_trusted(b, i, &d);
+    bus->stats.runs += d.whole_page ? 1 : d.nruns;
+    bus->stats.whole_pages += d.whole_page;
   }
 }
 

@@ -30,34 +30,34 @@ struct mmsb_mirror {
 /* The region's deltas of a batch made by commit, without reading every
  * header: the collected ones are in region order (found by bisection) and
  * one a page; false when a later delta (derived) is the region's too. */
-static bool gather_ordered(mmsb_mirror *m, const mmsb_batch *b, uint32_t *o, size_t *first,
-                           size_t *n, size_t *len) {
-  uint32_t id = m->r->id, rid;
-  for (size_t i = b->ordered; i < b->count; i++) {
-    memcpy(&rid, b->bytes.p + b->index[i], 4);
-    if (rid == id) return false;
-  }
-  size_t lo = 0, hi = b->ordered; /* first delta of a region >= id */
+/* How many of the batch's collected deltas (region order) are of regions
+ * with ids below id. */
+static size_t ordered_below(const mmsb_batch *b, uint32_t id) {
+  size_t lo = 0, hi = b->ordered;
   while (lo < hi) {
     size_t mid = lo + (hi - lo) / 2;
-    memcpy(&rid, b->bytes.p + b->index[mid], 4);
-    if (rid < id) lo = mid + 1;
+    mmsb_delta d;
+    mmsb_batch_delta_trusted(b, mid, &d);
+    if (d.region_id < id) lo = mid + 1;
     else hi = mid;
   }
-  size_t end = lo;
-  for (hi = b->ordered; end < hi;) { /* first delta of a region > id */
-    size_t mid = end + (hi - end) / 2;
-    memcpy(&rid, b->bytes.p + b->index[mid], 4);
-    if (rid <= id) end = mid + 1;
-    else hi = mid;
+  return lo;
+}
+
+static bool gather_ordered(mmsb_mirror *m, const mmsb_batch *b, uint32_t *o, size_t *first,
+                           size_t *n, size_t *len) {
+  mmsb_delta d;
+  for (size_t i = b->ordered; i < b->count; i++) {
+    mmsb_batch_delta_trusted(b, i, &d);
+    if (d.region_id == m->r->id) return false;
   }
+  size_t lo = ordered_below(b, m->r->id), end = ordered_below(b, m->r->id + 1);
   *n = end - lo;
   *first = *n ? b->index[lo] : 0;
   *len = 0;
   if (*n) {
-    uint32_t body;
-    memcpy(&body, b->bytes.p + b->index[end - 1] + 20, 4);
-    *len = b->index[end - 1] + MMSB_DELTA_HDR + body - *first;
+    mmsb_batch_delta_trusted(b, end - 1, &d);
+    *len = b->index[end - 1] + MMSB_DELTA_HDR + d.body_len - *first;
   }
   for (size_t i = 0; i < *n; i++) o[i] = (uint32_t)(b->index[lo + i] - *first);
   return true;
@@ -78,17 +78,13 @@ static int gather(mmsb_mirror *m, const mmsb_batch *b, size_t *first, size_t *n,
   bool sorted = true;
   uint64_t last = 0;
   for (size_t i = 0; i < b->count; i++) {
-    const uint8_t *d = b->bytes.p + b->index[i];
-    uint32_t id, body;
-    uint64_t pg;
-    memcpy(&id, d, 4);
-    if (id != m->r->id) continue;
-    memcpy(&pg, d + 8, 8);
-    memcpy(&body, d + 20, 4);
-    sorted &= *n == 0 || pg >= last;
-    last = pg;
+    mmsb_delta d;
+    mmsb_batch_delta_trusted(b, i, &d);
+    if (d.region_id != m->r->id) continue;
+    sorted &= *n == 0 || d.page >= last;
+    last = d.page;
     if (b->index[i] < *first) *first = b->index[i];
-    if (b->index[i] + MMSB_DELTA_HDR + body > end) end = b->index[i] + MMSB_DELTA_HDR + body;
+    if (b->index[i] + MMSB_DELTA_HDR + d.body_len > end) end = b->index[i] + MMSB_DELTA_HDR + d.body_len;
     o[(*n)++] = (uint32_t)b->index[i];
   }
   /* By page, stably: during propagation derived and accumulated deltas of
