@@ -31,9 +31,8 @@ void mmsb_trace_close(mmsb_bus *bus);
 /* ---- pool.c: worker threads for the runtime's own parallel loops ---- */
 typedef void (*mmsb_part_fn)(void *ctx, int part, int nparts);
 /* Runs fn(ctx, i, nparts) for every part i, on the caller and up to
- * threads - 1 of the pool's threads; returns when all are done (the number
- * of threads used). */
-int mmsb_pool_run(int nparts, int threads, mmsb_part_fn fn, void *ctx);
+ * threads - 1 of the pool's threads; returns when all are done. */
+void mmsb_pool_run(int nparts, int threads, mmsb_part_fn fn, void *ctx);
 /* Online CPUs, at most 16: the default of commit_threads. */
 int mmsb_default_threads(void);
 void mmsb_parallel_copy(void *dst, const void *src, size_t n, int threads);

@@ -7,9 +7,9 @@
  * it last filled lose their repeats (a loop that stores to a few hot words
  * adds almost nothing); a log still more than half full doubles, up to a
  * limit; at the limit the thread takes mmsb_mark_lock and folds it into
- * the window bitmaps.  An epoch whose marks all stayed in the logs is collected from
- * them (collect_logs.c), one whose marks went into the bitmaps from those
- * (collect.c).  A thread that exits folds its log first.
+ * the window bitmaps.  An epoch whose marks all stayed in the logs is
+ * collected from them (collect_logs.c), one whose marks went into the
+ * bitmaps from those (collect.c).  A thread that exits folds its log first.
  */
 #include "internal.h"
 
@@ -89,10 +89,12 @@ static void fold(const uint64_t *e, const uint64_t *end) {
   }
 }
 
-/* Empties t's log (its entries were folded or taken). */
+/* Empties t's log (its entries were folded or taken).  recent holds only
+ * entries that were kept in the log, so an empty log has it clear already:
+ * a commit skips the table of every thread that stored nothing. */
 static void empty(thread_log *t) {
+  if (t->log->pos != t->buf) memset(t->recent, 0, sizeof t->recent);
   t->log->pos = t->filtered = t->buf;
-  memset(t->recent, 0, sizeof t->recent);
 }
 
 static void flush_one(thread_log *t) {

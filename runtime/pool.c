@@ -121,10 +121,10 @@ static void grow(int want) {
   }
 }
 
-int mmsb_pool_run(int nparts, int threads, mmsb_part_fn fn, void *ctx) {
+void mmsb_pool_run(int nparts, int threads, mmsb_part_fn fn, void *ctx) {
   if (nparts <= 1 || threads <= 1 || in_job) {
     for (int i = 0; i < nparts; i++) fn(ctx, i, nparts);
-    return 1;
+    return;
   }
   pthread_mutex_lock(&P.job_lock);
   int asked = (threads < nparts ? threads : nparts) - 1;
@@ -132,7 +132,7 @@ int mmsb_pool_run(int nparts, int threads, mmsb_part_fn fn, void *ctx) {
   if (P.nthreads == 0) { /* no thread could be started: all parts here */
     for (int i = 0; i < nparts; i++) fn(ctx, i, nparts);
     pthread_mutex_unlock(&P.job_lock);
-    return 1;
+    return;
   }
   P.fn = fn;
   P.ctx = ctx;
@@ -153,9 +153,8 @@ int mmsb_pool_run(int nparts, int threads, mmsb_part_fn fn, void *ctx) {
    * part-count check against the next job's nparts and claim a part of a
    * job that has not started (it did, under compute-sanitizer). */
   atomic_store(&P.ticket, (g & 0xffffffffu) << 32 | 0xffffffffu);
-  int h = atomic_exchange(&P.helpers, 0); /* late workers take nothing now */
+  atomic_store(&P.helpers, 0); /* late workers take nothing now */
   pthread_mutex_unlock(&P.job_lock);
-  return 1 + asked - (h > 0 ? h : 0); /* workers that came before the end */
 }
 
 /* Copies n bytes from src to dst on up to `threads` threads (parts of at
