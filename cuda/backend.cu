@@ -264,8 +264,8 @@ int c_apply(void *p, void *dptr, size_t size, const uint8_t *bytes, size_t len,
             const uint32_t *offs, size_t n, bool one_per_page, uint64_t epoch, int threads) {
   Stream *s = (Stream *)p;
   Stage &st = s->stage[epoch & 1];
-  int rc = MMSB_OK; // the stage's last epoch must be done with it (c_wait saw to that, or:)
-  if (st.pending) rc = cuda_err(cudaEventSynchronize(st.done), "staging");
+  // The stage's last epoch must be done with it: c_wait saw to that, or its event.
+  int rc = st.pending ? cuda_err(cudaEventSynchronize(st.done), "staging") : MMSB_OK;
   // bytes | offs | group starts (one group per page)
   size_t olen = (len + 15) & ~(size_t)15, need = olen + (2 * n + 1) * sizeof(uint32_t);
   if (!rc && need > st.cap) {
@@ -293,12 +293,12 @@ int c_apply(void *p, void *dptr, size_t size, const uint8_t *bytes, size_t len,
   need = olen + (n + (one_per_page ? 0 : ng + 1)) * sizeof(uint32_t);
   rc = cuda_err(cudaMemcpyAsync(st.dev, st.host, need, cudaMemcpyHostToDevice, s->s), "send deltas");
   if (rc) return rc;
+  st.pending = true; // the copy reads st.host from now on
   apply_kernel<<<(ng + WARPS - 1) / WARPS, WARPS * 32, 0, s->s>>>(
       (uint8_t *)dptr, size, st.dev, (const uint32_t *)(st.dev + olen),
       one_per_page ? nullptr : (const uint32_t *)(st.dev + olen) + n, ng);
   rc = cuda_err(cudaGetLastError(), "apply kernel");
   if (!rc) rc = cuda_err(cudaEventRecord(st.done, s->s), "event");
-  st.pending = !rc;
   return rc;
 }
 
@@ -306,7 +306,8 @@ int c_wait(void *p, uint64_t e) {
   (void)e; // the stream is in order: everything queued so far covers e
   Stream *s = (Stream *)p;
   int rc = cuda_err(cudaStreamSynchronize(s->s), "wait");
-  for (Stage &st : s->stage) st.pending = st.pending && rc; // all done, unless it failed
+  if (!rc)
+    for (Stage &st : s->stage) st.pending = false; // everything queued is done
   return rc;
 }
 
