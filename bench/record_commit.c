@@ -3,12 +3,13 @@
  * what a user would do otherwise.
  *
  * Cases: random 8-byte stores at dirty fractions 1e-5 .. 1e-1 of the words
- * of a 1 GiB region, and a dense sequential loop over 64 MiB.  Methods, in
- * the same run:
+ * of a 1 GiB region, a dense sequential loop over 64 MiB, and hot spots
+ * (500 000 stores cycling over 1 or 100 words: counters).  Methods, in the
+ * same run:
  *   plain     stores with no tracking (the floor for the store loop)
  *   mmsb      the stores with the fast path the pass emits (inline range
- *             check and bit test, __mmsb_mark on a clear bit), then
- *             mmsb_commit; the dense case also with the loop's range mark
+ *             check, append to the thread's mark log), then mmsb_commit;
+ *             the dense case also with the loop's range mark
  *   mprotect  write-protect, SIGSEGV handler unprotects and lists the page;
  *             commit copies the dirty pages and protects again
  *   snapshot  plain stores; commit compares with a snapshot copy, emits the
@@ -198,6 +199,30 @@ static void run_dense(bench_out *o, uint64_t *mm, uint64_t *plain, uint64_t *sna
   bench_metric(row, "total_ms", p + s);
 }
 
+/* Hot spots: n stores cycling over `hot` words 4 KiB apart.  Every store
+ * appends to the mark log; repeats are dropped when the log fills. */
+static void run_hot(bench_out *o, size_t hot, uint64_t *mm, uint64_t *plain) {
+  enum { N = 500000, REPS = 5 };
+  double tp[REPS], tm[REPS], cm[REPS];
+  for (int r = 0; r < REPS; r++) {
+    double t0 = bench_now_ms();
+    for (size_t i = 0; i < N; i++) plain[(i % hot) * 512] = i + (size_t)r;
+    tp[r] = bench_now_ms() - t0;
+    t0 = bench_now_ms();
+    for (size_t i = 0; i < N; i++) tracked_store8(&mm[(i % hot) * 512], i + (size_t)r);
+    tm[r] = bench_now_ms() - t0;
+    t0 = bench_now_ms();
+    mmsb_commit(NULL, NULL);
+    cm[r] = bench_now_ms() - t0;
+  }
+  double p = bench_median(tp, REPS);
+  bench_row *row = bench_add(o, "hot %zu word(s) plain", hot);
+  bench_metric(row, "stores", N);
+  bench_metric(row, "ns_per_store", p * 1e6 / N);
+  tracked_row(bench_add(o, "hot %zu word(s) mmsb", hot), bench_median(tm, REPS),
+              bench_median(cm, REPS), N, p);
+}
+
 int main(int argc, char **argv) {
   bench_out o;
   bench_init(&o, "record_commit", argc, argv);
@@ -241,6 +266,8 @@ int main(int argc, char **argv) {
   static const double fracs[] = {1e-5, 1e-4, 1e-3, 1e-2, 1e-1};
   for (int i = 0; i < (quick ? 3 : 5); i++) run_random(&o, fracs[i], mm, plain, snap, scratch);
   run_dense(&o, mm, plain, snap, scratch);
+  run_hot(&o, 1, mm, plain);
+  run_hot(&o, 100, mm, plain);
   bench_print(&o);
   return 0;
 }

@@ -30,7 +30,12 @@ enum {
   BUCKET_FILL = 128,  /* entries a bucket gets on average */
   PART_MIN = 2048,    /* entries a part of the partition has at least */
   MAX_PARTS = 64,
-  INSERTION_MAX = 32  /* buckets this small sort by insertion */
+  INSERTION_MAX = 32, /* buckets this small sort by insertion */
+  /* A bucket with more entries than this makes the epoch go to the
+   * bitmaps: one thread would sort it (hot words whose repeats the logs'
+   * table did not catch, or all stores in a small part of a large span),
+   * while folding many entries into few granule lines is cheap. */
+  BUCKET_MAX = 65536
 };
 
 typedef struct grun { uintptr_t g0, g1; } grun; /* granules [g0, g1), absolute */
@@ -401,7 +406,8 @@ static bool plan_buckets(lcol *c, const mmsb_bus *bus) {
 }
 
 /* Partitions the logs' entries into buckets (the logs are empty after)
- * and lists the units; false when memory is short (logs untouched). */
+ * and lists the units; false when memory is short or a bucket is over
+ * BUCKET_MAX (logs untouched). */
 static bool partition(lcol *c, const mmsb_bus *bus, int threads) {
   size_t parts = c->n / PART_MIN;
   if (parts > (size_t)threads) parts = (size_t)threads;
@@ -421,6 +427,8 @@ static bool partition(lcol *c, const mmsb_bus *bus, int threads) {
   memset(c->counts, 0, (size_t)c->parts * (c->nb + 1) * sizeof *c->counts);
   mmsb_pool_run(c->parts, threads, count_part, c);
   c->total = bucket_starts(c);
+  for (size_t b = 0; b < c->nb; b++)
+    if (c->bstart[b + 1] - c->bstart[b] > BUCKET_MAX) return false;
   if (!GROW(ents, c->total) || !GROW(tmp, c->total) || !GROW(runs, c->total) ||
       make_units(c, bus) || !GROW(cum, c->nunits + c->nb + 1))
     return false;
@@ -474,7 +482,7 @@ int mmsb_collect_logs(mmsb_bus *bus, mmsb_batch *b) {
   }
   int threads = bus->cfg.commit_threads > 0 ? bus->cfg.commit_threads : 1;
   uint64_t t0 = bus->trace ? mmsb_now_ns() : 0, t1 = 0, t2 = 0;
-  if (!partition(&c, bus, threads)) return MMSB_COLLECT_BITMAPS;
+  if (!partition(&c, bus, threads)) return MMSB_COLLECT_BITMAPS; /* short or skewed */
   if (bus->trace) t1 = mmsb_now_ns();
   size_t count, bytes = size_units(&c, threads, &count);
   if (bus->trace) t2 = mmsb_now_ns();

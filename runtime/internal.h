@@ -259,7 +259,8 @@ int mmsb_collect_region(mmsb_bus *bus, mmsb_region *r, mmsb_batch *b);
  * pending marks are still there, else from the bitmaps; mmsb_mark_lock. */
 int mmsb_collect_all(mmsb_bus *bus, mmsb_batch *b);
 /* The first way (collect_logs.c); MMSB_COLLECT_BITMAPS when memory is
- * short before it took the marks: they are still in the logs. */
+ * short or the marks crowd into one bucket, before it took them: they are
+ * still in the logs. */
 #define MMSB_COLLECT_BITMAPS 1
 int mmsb_collect_logs(mmsb_bus *bus, mmsb_batch *b);
 int mmsb_verify_region_init(mmsb_region *r);

@@ -7,7 +7,10 @@
  * it last filled lose their repeats (a loop that stores to a few hot words
  * adds almost nothing); a log still more than half full doubles, up to a
  * limit; at the limit the thread takes mmsb_mark_lock and folds it into
- * the window bitmaps.  An epoch whose marks all stayed in the logs is
+ * the window bitmaps.  An emptied log keeps its memory but counts as
+ * LOG_ENTRIES long again, so that each epoch's repeats are dropped early
+ * (a log grown by a large epoch would otherwise take the next epoch's hot
+ * words a million times before it first filled).  An epoch whose marks all stayed in the logs is
  * collected from them (collect_logs.c), one whose marks went into the
  * bitmaps from those (collect.c).  A thread that exits folds its log first.
  */
@@ -26,17 +29,22 @@
 
 __thread __mmsb_log_t __mmsb_log;
 
-/* Slots of the table of recent entries that repeats are dropped against. */
-#define RECENT 256
+/* The table of recent entries that repeats are dropped against: RECENT
+ * slots, in sets of two (the one hit or added last first), so that a set
+ * must take three of the hot words before they push each other out. */
+#define RECENT 1024
 
 typedef struct thread_log {
   struct thread_log *next, *prev;
-  __mmsb_log_t *log;  /* the owning thread's __mmsb_log */
+  __mmsb_log_t *log;  /* the owning thread's __mmsb_log; its end is where
+                         the log counts as full, at most buf + cap */
   uint64_t *buf;
+  size_t cap;         /* entries allocated */
   uint64_t *filtered; /* entries before it have lost their repeats */
   /* Entries kept since the log was last emptied, by a hash of the entry:
    * an entry equal to one of them marks nothing new.  Cleared whenever the
-   * log is emptied, since the entry it matched is gone then. */
+   * log is emptied, since the entry it matched is gone then (8 KiB, only
+   * for threads that stored). */
   uint64_t recent[RECENT];
 } thread_log;
 
@@ -95,6 +103,7 @@ static void fold(const uint64_t *e, const uint64_t *end) {
 static void empty(thread_log *t) {
   if (t->log->pos != t->buf) memset(t->recent, 0, sizeof t->recent);
   t->log->pos = t->filtered = t->buf;
+  t->log->end = t->buf + (t->cap < LOG_ENTRIES ? t->cap : LOG_ENTRIES);
 }
 
 static void flush_one(thread_log *t) {
@@ -149,7 +158,7 @@ static void register_self(void) {
     buf = fallback;
     n = sizeof fallback / sizeof *fallback;
   }
-  *t = (thread_log){NULL, NULL, &__mmsb_log, buf, buf, {0}};
+  *t = (thread_log){NULL, NULL, &__mmsb_log, buf, n, buf, {0}};
   __mmsb_log.pos = buf;
   __mmsb_log.end = buf + n;
   pthread_mutex_lock(&mmsb_mark_lock);
@@ -162,14 +171,24 @@ static void register_self(void) {
 }
 
 /* Drops the entries of [e, end) that repeat one in t->recent (or an
- * earlier one of them), compacting the rest in place; returns their end. */
+ * earlier one of them), compacting the rest in place; returns their end.
+ * The hash mixes all bits: hot words often sit a power of two apart, and a
+ * plain multiply left half of 100 such words sharing slots. */
 static uint64_t *drop_repeats(thread_log *t, uint64_t *e, const uint64_t *end) {
   uint64_t *w = e;
   for (; e < end; e++) {
-    uint64_t x = *e;
-    unsigned h = (unsigned)(((x >> GRAN_SHIFT) * 0x9E3779B97F4A7C15ull) >> 56);
-    if (t->recent[h] == x) continue; /* 0 is no entry: addresses are not 0 */
-    t->recent[h] = x;
+    uint64_t x = *e, h = x ^ (x >> 29);
+    h *= 0xBF58476D1CE4E5B9ull;
+    h ^= h >> 32;
+    uint64_t *set = &t->recent[(h & (RECENT / 2 - 1)) * 2];
+    if (set[0] == x) continue; /* 0 is no entry: addresses are not 0 */
+    if (set[1] == x) { /* hit: first in its set now */
+      set[1] = set[0];
+      set[0] = x;
+      continue;
+    }
+    set[1] = set[0];
+    set[0] = x;
     *w++ = x;
   }
   return w;
@@ -194,15 +213,19 @@ uint64_t *__mmsb_log_refill(void) {
   }
   pthread_mutex_lock(&mmsb_mark_lock);
   thread_log *t = self;
-  size_t cap = (size_t)(__mmsb_log.end - t->buf);
+  size_t len = (size_t)(__mmsb_log.end - t->buf); /* where it counted as full */
   t->filtered = t->log->pos = drop_repeats(t, t->filtered, t->log->pos);
   size_t used = (size_t)(t->log->pos - t->buf);
   uint64_t *b = NULL;
-  if (used <= cap / 2) { /* repeats made room */
-  } else if (cap < log_max() && t->buf != fallback && (b = realloc(t->buf, 2 * cap * sizeof *b))) {
+  if (used <= len / 2) { /* repeats made room */
+  } else if (len < t->cap) { /* memory from an earlier epoch */
+    __mmsb_log.end = t->buf + (2 * len < t->cap ? 2 * len : t->cap);
+  } else if (t->cap < log_max() && t->buf != fallback &&
+             (b = realloc(t->buf, 2 * t->cap * sizeof *b))) {
     t->buf = b; /* room for twice as many: the marks stay in the log */
+    t->cap *= 2;
     t->filtered = t->log->pos = b + used;
-    __mmsb_log.end = b + 2 * cap;
+    __mmsb_log.end = b + t->cap;
   } else {
     flush_one(t);
   }

@@ -235,6 +235,29 @@ static void test_hot_words(int epochs) {
   CHECK_OK(mmsb_bus_close(bus));
 }
 
+/* More distinct marks in one bucket than one thread should sort (a
+ * region of one page: one bucket): the epoch is collected from the
+ * bitmaps instead, with the same result. */
+static void test_crowded_bucket(void) {
+  mmsb_bus *bus;
+  mmsb_region *r;
+  open_verify_bus("crowd", 4096, 0, &bus, &r);
+  uint8_t *d = mmsb_region_data(r);
+  CHECK_OK(mmsb_commit(bus, NULL)); /* a new bus starts on the bitmaps */
+  mmsb_stats before, after;
+  CHECK_OK(mmsb_stats_get(bus, &before));
+  for (size_t i = 0; i < 70000; i++) { /* 70 000 different (offset, length) marks */
+    size_t off = i % 4000, len = 1 + i / 4000;
+    d[off] = (uint8_t)i;
+    CHECK_OK(mmsb_touch(d + off, len));
+  }
+  CHECK_OK(mmsb_commit(bus, NULL));
+  CHECK(mmsb_verify_last(bus) == 0 && mmsb_batch_count(mmsb_last_batch(bus)) == 1);
+  CHECK_OK(mmsb_stats_get(bus, &after));
+  CHECK(after.log_commits == before.log_commits && after.commits == before.commits + 1);
+  CHECK_OK(mmsb_bus_close(bus));
+}
+
 /* Another bus's region inside this bus's span: its marks are folded for
  * it, once.  Bus A has a1 and a2, bus B has b1 between them (created in
  * that order).  Epoch 1 stores into all three; epoch 2 only into a2, so
@@ -471,6 +494,7 @@ int main(void) {
   test_parallel_collect(30 * test_scale(), (const int[2]){5, 1});
   test_two_buses(200 * test_scale());
   test_hot_words(30 * test_scale());
+  test_crowded_bucket();
   test_logs_of_threads(20 * test_scale());
   test_verify_catches();
   test_forms();
