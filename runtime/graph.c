@@ -60,7 +60,7 @@ typedef struct mmsb_graph {
   mmsb_node **level;         /* the nodes of one height, being run */
   int *ok;                   /* their status: 0 ran, else failed */
   uint64_t round;            /* propagation rounds, for queue stamps */
-  size_t caplevel;
+  size_t caplevel, capok;
   unsigned nheap;
   size_t capheap;
 } mmsb_graph;
@@ -297,7 +297,7 @@ static void level_part(void *ctx, int part, int nparts) {
  * of a few nodes, handed out as threads come free); the first failure in
  * id order is the one reported. */
 static int run_level(mmsb_graph *g, mmsb_node **nodes, size_t n, int threads, uint64_t epoch) {
-  int *status = realloc(g->ok, n * sizeof *status);
+  int *status = mmsb_grow(g->ok, &g->capok, n ? n : 1, sizeof *status);
   if (!status) return mmsb_fail(MMSB_ENOMEM, "propagation");
   g->ok = status;
   memset(status, 0, n * sizeof *status);
