@@ -9,8 +9,12 @@
 //             pinned memory, one copy, scattered by a kernel.  floor_gen is
 //             the same without reading the host copy (values made up in
 //             registers): a floor no synchronizer can reach, shown for scale.
-// mmsb and the floor run in alternate order from rep to rep, so that
-// neither always finds the written lines in cache.  collect_ms is the commit
+// mmsb and the floor run in alternate order from rep to rep (an even number
+// of reps: each is first in half), so that neither always finds the written
+// lines in cache or follows the same work.  Unified Memory runs in a loop of
+// its own after them: its host writes fault pages back from the GPU, and the
+// driver's work after its prefetch slowed the next CUDA calls of whoever ran
+// next (up to ~20 us a call, seen in the first reps).  collect_ms is the commit
 // of the same stores into a second region that has no mirror (the CPU part).
 // and the device diff + D2H of a 1 GiB GPU-node output.
 #include "bench.h"
@@ -83,8 +87,8 @@ int main(int argc, char **argv) {
   int bad = 0;
   for (int f = 0; f < 5; f++) {
     size_t n = (size_t)(fracs[f] * (double)words);
-    int reps = f >= 3 ? 3 : 7;
-    double tm[7], tst[7], tfull[7], tum[7], tfl[7], tgen[7], tcm[7], tcol[7];
+    int reps = f >= 3 ? 4 : 8;
+    double tm[8], tst[8], tfull[8], tum[8], tfl[8], tgen[8], tcm[8], tcol[8];
     for (int rep = 0; rep < reps; rep++) {
       for (size_t i = 0; i < n; i++) idx[i] = bench_rng(&seed) % words;
       uint64_t v = ((uint64_t)f << 48) | ((uint64_t)rep << 40);
@@ -126,11 +130,15 @@ int main(int argc, char **argv) {
       CK(cudaMemcpyAsync(dfull, host, GIB, cudaMemcpyHostToDevice, s));
       CK(cudaStreamSynchronize(s));
       tfull[rep] = bench_now_ms() - t0;
+    }
+    for (int rep = 0; rep < reps; rep++) {
+      for (size_t i = 0; i < n; i++) idx[i] = bench_rng(&seed) % words;
+      uint64_t v = ((uint64_t)f << 48) | ((uint64_t)rep << 40);
       // Unified Memory: the GPU has the pages, the host writes, prefetch back
       CK(cudaMemPrefetchAsync(um, GIB, dev0, 0, s));
       touch_pages<<<(unsigned)((words / 512 + 255) / 256), 256, 0, s>>>(um, words);
       CK(cudaStreamSynchronize(s));
-      t0 = bench_now_ms();
+      double t0 = bench_now_ms();
       for (size_t i = 0; i < n; i++) um[idx[i]] = v + i;
       CK(cudaMemPrefetchAsync(um, GIB, dev0, 0, s));
       CK(cudaStreamSynchronize(s));
