@@ -19,6 +19,11 @@
  * the sizes give every unit its place in the batch, and the units are
  * filled in parts.  Units go in region order, pages ascending in each: the
  * batch is the bitmap path's, byte for byte, for any number of threads.
+ *
+ * An epoch collected on one thread (a sparse one: fewer than two parts'
+ * entries) is not sized first: the runs give a bound on its bytes, and the
+ * units are filled one after the other.  Sizing walks every page as the
+ * fill does, and was a third of a 1e-5 epoch's collection.
  */
 #include "emit.h"
 
@@ -56,6 +61,8 @@ typedef struct lcol {
   unsigned shift;        /* bucket of address a: (a - lo) >> shift */
   size_t nb;             /* buckets; index nb holds everything outside the span */
   int parts, sparts;     /* parts of the partition; of the sort and the fill */
+  bool one;              /* one part: the fill sizes as it goes (bound_*) */
+  size_t bound_bytes, bound_deltas; /* one: at least the epoch's bytes, deltas */
   size_t *counts;        /* [part][nb + 1]: pieces, then where they go */
   size_t *bstart;        /* [nb + 2]: where each bucket starts in ents */
   uint64_t *ents, *tmp;  /* the pieces by bucket; the sort's scratch */
@@ -224,6 +231,27 @@ static size_t unit_pages(lcol *c, const unit *u, cursor *k) {
   return covered;
 }
 
+/* The granules of unit u's runs that lie in its region. */
+static size_t unit_covered(const lcol *c, const unit *u) {
+  uintptr_t r0 = (uintptr_t)u->r->data >> GRAN_SHIFT, r1 = r0 + (u->r->map_size >> GRAN_SHIFT);
+  size_t covered = 0;
+  for (size_t i = u->r0; i < u->r1; i++) {
+    uintptr_t a = c->runs[i].g0 > r0 ? c->runs[i].g0 : r0, e = c->runs[i].g1 < r1 ? c->runs[i].g1 : r1;
+    covered += e - a;
+  }
+  return covered;
+}
+
+/* At least the bytes and deltas that runs rs[0..n) make: a run is cut at
+ * each page it crosses, and each piece may be a delta of its own. */
+static void bound_runs(lcol *c, const grun *rs, size_t n) {
+  for (size_t i = 0; i < n; i++) {
+    size_t g = rs[i].g1 - rs[i].g0, pieces = g / GRANS_PER_PAGE + 2;
+    c->bound_deltas += pieces;
+    c->bound_bytes += pieces * (MMSB_DELTA_HDR + MMSB_RUN_HDR) + g * MMSB_GRANULE;
+  }
+}
+
 /* The number of runs among rs[0..n) (sorted, apart) whose start (ends
  * false) or end (true) is at most g. */
 static size_t runs_upto(const grun *rs, size_t n, uintptr_t g, bool ends) {
@@ -250,11 +278,16 @@ static void sort_part(void *ctx, int part, int nparts) {
     size_t nr = merge_entries(c->ents + s, m, rs), all = 0, covered = 0;
     c->nruns[b] = nr;
     for (size_t i = 0; i < nr; i++) all += rs[i].g1 - rs[i].g0;
+    if (c->one) bound_runs(c, rs, nr); /* one part: no other part touches the bounds */
     for (size_t k = c->bu_start[b]; k < c->bu_start[b + 1]; k++) {
       unit *u = &c->units[c->bu[k]];
       uintptr_t g0 = (uintptr_t)u->r->data >> GRAN_SHIFT, g1 = g0 + (u->r->map_size >> GRAN_SHIFT);
       u->r0 = s + runs_upto(rs, nr, g0, true);
       u->r1 = s + runs_upto(rs, nr, g1 - 1, false);
+      if (c->one) {
+        covered += unit_covered(c, u);
+        continue;
+      }
       cursor cur = {false, 0, 0, NULL};
       covered += unit_pages(c, u, &cur);
       u->bytes = cur.at;
@@ -264,16 +297,26 @@ static void sort_part(void *ctx, int part, int nparts) {
   }
 }
 
-static void fill_part(void *ctx, int part, int nparts) {
-  lcol *c = ctx;
-  (void)nparts;
+/* Fills the units of one part at the offsets sizing gave them; with one
+ * part unsized (c->one), all units one after the other.  Returns the
+ * bytes and (in *deltas) the deltas it wrote. */
+static size_t fill_units(lcol *c, int part, size_t *deltas) {
   copy_q q;
   mmsb_copy_init(&q);
+  cursor k = {true, 0, 0, &q};
   for (size_t i = c->sp_u[part]; i < c->sp_u[part + 1]; i++) {
-    cursor k = {true, c->units[i].bytes, c->units[i].deltas, &q};
+    if (!c->one) k = (cursor){true, c->units[i].bytes, c->units[i].deltas, &q};
     unit_pages(c, &c->units[i], &k);
   }
   mmsb_copy_done(&q, c->b);
+  *deltas = k.d;
+  return k.at;
+}
+
+static void fill_part(void *ctx, int part, int nparts) {
+  size_t deltas;
+  (void)nparts;
+  fill_units(ctx, part, &deltas);
 }
 
 /* Marks granules [g0, g1) in the bitmaps (they lie in a bucket, so in
@@ -385,9 +428,20 @@ static void cut_parts(size_t *first, int parts, size_t n, const size_t *cum) {
   first[parts] = n;
 }
 
+/* The parts of the partition for `threads` threads: one per PART_MIN
+ * entries. */
+static int partition_parts(size_t n, int threads) {
+  size_t parts = n / PART_MIN;
+  if (parts > (size_t)threads) parts = (size_t)threads;
+  if (parts > MAX_PARTS) parts = MAX_PARTS;
+  return parts < 1 ? 1 : (int)parts;
+}
+
 /* The span of the bus's regions, and buckets of ~BUCKET_FILL entries over
- * it: false when the bus has no region. */
-static bool plan_buckets(lcol *c, const mmsb_bus *bus) {
+ * it (one bucket when one thread sorts them all anyway: one radix sort of
+ * the whole epoch clears its counts 4 times, not 4 times per bucket):
+ * false when the bus has no region. */
+static bool plan_buckets(lcol *c, const mmsb_bus *bus, int threads) {
   c->lo = UINTPTR_MAX;
   c->hi = 0;
   for (uint32_t i = 0; i < bus->nregions; i++) {
@@ -398,7 +452,8 @@ static bool plan_buckets(lcol *c, const mmsb_bus *bus) {
   }
   if (c->lo >= c->hi) return false;
   size_t want = 1;
-  while (want < NB_MAX && want * BUCKET_FILL < c->n) want *= 2;
+  bool one = partition_parts(c->n, threads) == 1 && c->n <= BUCKET_MAX;
+  while (!one && want < NB_MAX && want * BUCKET_FILL < c->n) want *= 2;
   c->shift = PAGE_SHIFT;
   while (c->shift < 63 && ((c->hi - c->lo - 1) >> c->shift) >= want) c->shift++;
   c->nb = ((c->hi - c->lo - 1) >> c->shift) + 1;
@@ -409,10 +464,7 @@ static bool plan_buckets(lcol *c, const mmsb_bus *bus) {
  * and lists the units; false when memory is short or a bucket is over
  * BUCKET_MAX (logs untouched). */
 static bool partition(lcol *c, const mmsb_bus *bus, int threads) {
-  size_t parts = c->n / PART_MIN;
-  if (parts > (size_t)threads) parts = (size_t)threads;
-  if (parts > MAX_PARTS) parts = MAX_PARTS;
-  c->parts = parts < 1 ? 1 : (int)parts;
+  c->parts = partition_parts(c->n, threads);
   if (!GROW(seg_at, c->nsegs) || !GROW(counts, (size_t)c->parts * (c->nb + 1)) ||
       !GROW(bstart, c->nb + 2) || !GROW(bu_start, c->nb + 1) || !GROW(nruns, c->nb) ||
       !GROW(foreign, c->nb) || !GROW(sp_b, MAX_PARTS + 1) || !GROW(sp_u, MAX_PARTS + 1))
@@ -441,17 +493,23 @@ static bool partition(lcol *c, const mmsb_bus *bus, int threads) {
 }
 
 /* Sorts the buckets and sizes the units on the pool; the sizes become
- * starts.  Returns the epoch's bytes; *deltas its deltas. */
+ * starts.  Returns the epoch's bytes; *deltas its deltas (one part: bounds
+ * on them, the units unsized). */
 static size_t size_units(lcol *c, int threads, size_t *deltas) {
   size_t parts = c->parts > 1 ? (size_t)c->parts * 4 : 1;
   if (parts > MAX_PARTS) parts = MAX_PARTS;
   if (parts > c->nb) parts = c->nb;
   c->sparts = (int)parts;
+  c->one = parts == 1;
   c->sp_b = B.sp_b;
   c->sp_u = B.sp_u;
   for (size_t b = 0; b <= c->nb; b++) B.cum[b] = c->bstart[b]; /* sort parts: equal entries */
   cut_parts(c->sp_b, c->sparts, c->nb, B.cum);
   mmsb_pool_run(c->sparts, threads, sort_part, c);
+  if (c->one) {
+    *deltas = c->bound_deltas;
+    return c->bound_bytes;
+  }
   size_t bytes = 0, count = 0;
   B.cum[0] = 0;
   for (size_t u = 0; u < c->nunits; u++) { /* fill parts: equal numbers of runs */
@@ -476,11 +534,11 @@ int mmsb_collect_logs(mmsb_bus *bus, mmsb_batch *b) {
   c.nsegs = ns;
   for (size_t i = 0; i < ns; i++) c.n += c.segs[i].n;
   if (c.n == 0) return MMSB_OK;
-  if (!plan_buckets(&c, bus)) { /* no region: every mark is another bus's */
+  int threads = bus->cfg.commit_threads > 0 ? bus->cfg.commit_threads : 1;
+  if (!plan_buckets(&c, bus, threads)) { /* no region: every mark is another bus's */
     mmsb_logs_flush_all();
     return MMSB_OK;
   }
-  int threads = bus->cfg.commit_threads > 0 ? bus->cfg.commit_threads : 1;
   uint64_t t0 = bus->trace ? mmsb_now_ns() : 0, t1 = 0, t2 = 0;
   if (!partition(&c, bus, threads)) return MMSB_COLLECT_BITMAPS; /* short or skewed */
   if (bus->trace) t1 = mmsb_now_ns();
@@ -495,8 +553,14 @@ int mmsb_collect_logs(mmsb_bus *bus, mmsb_batch *b) {
   c.out = b->bytes.p + c.base;
   c.index = b->index + b->count;
   c.b = b;
-  cut_parts(c.sp_u, c.sparts, c.nunits, B.cum);
-  mmsb_pool_run(c.sparts, threads, fill_part, &c);
+  if (c.one) { /* in order, sized as it goes */
+    c.sp_u[0] = 0;
+    c.sp_u[1] = c.nunits;
+    bytes = fill_units(&c, 0, &count);
+  } else {
+    cut_parts(c.sp_u, c.sparts, c.nunits, B.cum);
+    mmsb_pool_run(c.sparts, threads, fill_part, &c);
+  }
   mmsb_batch_commit_many(b, count, bytes);
   fold_foreign(&c);
   if (bus->trace) { /* the collection's steps, under the "collect" event */
