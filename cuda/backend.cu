@@ -27,7 +27,8 @@
 #include <string.h>
 
 extern "C" int mmsb_fail(int status, const char *fmt, ...);
-extern "C" void mmsb_parallel_copy(void *dst, const void *src, size_t n, int threads);
+extern "C" void mmsb_parallel_stage(void *dst, const void *src, size_t len, uint32_t *offs,
+                                    const size_t *index, size_t base, size_t n, int threads);
 
 namespace {
 
@@ -269,7 +270,8 @@ int c_wait(void *p, uint64_t e) {
 }
 
 int c_apply(void *p, void *dptr, size_t size, const uint8_t *bytes, size_t len,
-            const uint32_t *offs, size_t n, bool one_per_page, uint64_t epoch, int threads) {
+            const size_t *index, size_t base, size_t n, bool one_per_page, uint64_t epoch,
+            int threads) {
   Stream *s = (Stream *)p;
   Stage &st = s->stage[epoch & 1];
   // The stage's last epoch must be done with it: c_wait saw to that, or this.
@@ -286,9 +288,9 @@ int c_apply(void *p, void *dptr, size_t size, const uint8_t *bytes, size_t len,
     st.cap = rc ? 0 : cap;
   }
   if (rc) return rc;
-  mmsb_parallel_copy(st.host, bytes, len, threads);
-  memcpy(st.host + olen, offs, n * sizeof(uint32_t));
-  uint32_t *group = (uint32_t *)(st.host + olen) + n, ng = 0;
+  uint32_t *offs = (uint32_t *)(st.host + olen);
+  mmsb_parallel_stage(st.host, bytes, len, offs, index, base, n, threads);
+  uint32_t *group = offs + n, ng = 0;
   uint64_t last = UINT64_MAX;
   for (size_t i = 0; i < n && !one_per_page; i++) { // one page, one group
     uint64_t pg;

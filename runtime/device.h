@@ -39,14 +39,17 @@ typedef struct mmsb_dev_ops {
   int (*upload)(void *stream, void *dptr, const void *src, size_t n);
   int (*download)(void *stream, void *dst, const void *dptr, size_t n);
   int (*copy)(void *stream, void *dst, const void *src, size_t n);
-  /* Applies `n` deltas, bytes[offs[i]...], to the copy at dptr of a region
-   * of `size` bytes, in order: offs is sorted by page (stably), and deltas
-   * of one page are applied one after the other (an accumulation after the
-   * ASSIGN it follows); one_per_page: no two deltas share a page.
+  /* Applies `n` deltas to the copy at dptr of a region of `size` bytes, in
+   * order: delta i starts at bytes + (index[i] - base), inside bytes[0,
+   * len) (index: offsets in the batch, such as the batch's own index, and
+   * base: where bytes starts in it).  index is sorted by page (stably), and
+   * deltas of one page are applied one after the other (an accumulation
+   * after the ASSIGN it follows); one_per_page: no two deltas share a page.
    * Asynchronous on the stream; the host work (packing into staging) may
    * use up to `threads` threads of the runtime's pool. */
   int (*apply)(void *stream, void *dptr, size_t size, const uint8_t *bytes, size_t len,
-               const uint32_t *offs, size_t n, bool one_per_page, uint64_t epoch, int threads);
+               const size_t *index, size_t base, size_t n, bool one_per_page, uint64_t epoch,
+               int threads);
   /* Blocks until the work queued up to epoch e is done. */
   int (*wait)(void *stream, uint64_t epoch);
   /* Compares cur with prev (size bytes), fills *out with the changed

@@ -62,14 +62,14 @@ static void apply_one(uint8_t *base, size_t size, const uint8_t *d) {
 }
 
 static int h_apply(void *s, void *dptr, size_t size, const uint8_t *bytes, size_t len,
-                   const uint32_t *offs, size_t n, bool one_per_page, uint64_t epoch,
-                   int threads) {
+                   const size_t *index, size_t base, size_t n, bool one_per_page,
+                   uint64_t epoch, int threads) {
   (void)s;
   (void)one_per_page;
   (void)threads;
   (void)len;
   (void)epoch;
-  for (size_t i = 0; i < n; i++) apply_one(dptr, size, bytes + offs[i]);
+  for (size_t i = 0; i < n; i++) apply_one(dptr, size, bytes + (index[i] - base));
   return MMSB_OK;
 }
 static int h_wait(void *s, uint64_t e) { (void)s; (void)e; return MMSB_OK; }

@@ -35,7 +35,10 @@ typedef void (*mmsb_part_fn)(void *ctx, int part, int nparts);
 void mmsb_pool_run(int nparts, int threads, mmsb_part_fn fn, void *ctx);
 /* Online CPUs, at most 16: the default of commit_threads. */
 int mmsb_default_threads(void);
-void mmsb_parallel_copy(void *dst, const void *src, size_t n, int threads);
+/* Copies len bytes from src to dst and sets offs[i] = index[i] - base for
+ * i < n (each below 2^32), on up to `threads` threads: staging for a GPU. */
+void mmsb_parallel_stage(void *dst, const void *src, size_t len, uint32_t *offs,
+                         const size_t *index, size_t base, size_t n, int threads);
 
 /* ---- nameidx.c: name -> object (the object holds its name at name_off) ---- */
 typedef struct mmsb_nameidx {

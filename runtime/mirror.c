@@ -22,14 +22,11 @@ struct mmsb_mirror {
   void *stream;
   void *dptr, *dprev;       /* dprev: the last version, for diffs (GPU outputs) */
   mmsb_epoch_t applied;     /* the epoch whose deltas it has already */
-  uint32_t *offs;
-  size_t cap_offs;
+  size_t *index;            /* the region's deltas, when the batch's index won't do */
+  size_t cap_index;
   unsigned sink_id;
 };
 
-/* The region's deltas of a batch made by commit, without reading every
- * header: the collected ones are in region order (found by bisection) and
- * one a page; false when a later delta (derived) is the region's too. */
 /* How many of the batch's collected deltas (region order) are of regions
  * with ids below id. */
 static size_t ordered_below(const mmsb_batch *b, uint32_t id) {
@@ -44,53 +41,61 @@ static size_t ordered_below(const mmsb_batch *b, uint32_t id) {
   return lo;
 }
 
-static bool gather_ordered(mmsb_mirror *m, const mmsb_batch *b, uint32_t *o, size_t *first,
-                           size_t *n, size_t *len) {
+/* A region's deltas to apply: g->n of them, at g->index[i] in the batch,
+ * all inside bytes [g->first, g->first + g->len). */
+typedef struct gathered {
+  const size_t *index;
+  size_t n, first, len;
+  bool one_per_page; /* no two share a page */
+} gathered;
+
+/* The region's deltas of a batch made by commit, without reading every
+ * header: the collected ones are in region order (found by bisection) and
+ * one a page, so they are a slice of the batch's own index; false when a
+ * later delta (derived) is the region's too. */
+static bool gather_ordered(const mmsb_mirror *m, const mmsb_batch *b, gathered *g) {
   mmsb_delta d;
   for (size_t i = b->ordered; i < b->count; i++) {
     mmsb_batch_delta_trusted(b, i, &d);
     if (d.region_id == m->r->id) return false;
   }
   size_t lo = ordered_below(b, m->r->id), end = ordered_below(b, m->r->id + 1);
-  *n = end - lo;
-  *first = *n ? b->index[lo] : 0;
-  *len = 0;
-  if (*n) {
+  g->index = b->index + lo;
+  g->n = end - lo;
+  g->first = g->n ? b->index[lo] : 0;
+  g->len = 0;
+  if (g->n) {
     mmsb_batch_delta_trusted(b, end - 1, &d);
-    *len = b->index[end - 1] + MMSB_DELTA_HDR + d.body_len - *first;
+    g->len = b->index[end - 1] + MMSB_DELTA_HDR + d.body_len - g->first;
   }
-  for (size_t i = 0; i < *n; i++) o[i] = (uint32_t)(b->index[lo + i] - *first);
+  g->one_per_page = true;
   return true;
 }
 
 /* This epoch's deltas of m's region in b (any order: during propagation
- * the batch is not sorted yet): offsets relative to the first one;
- * *one_per_page when no two share a page. */
-static int gather(mmsb_mirror *m, const mmsb_batch *b, size_t *first, size_t *n, size_t *len,
-                  bool *one_per_page) {
-  *n = 0;
-  *first = SIZE_MAX;
-  size_t end = 0;
-  uint32_t *o = mmsb_grow(m->offs, &m->cap_offs, b->count ? b->count : 1, sizeof *o);
+ * the batch is not sorted yet), listed in m->index by page, stably. */
+static int gather(mmsb_mirror *m, const mmsb_batch *b, gathered *g) {
+  if (gather_ordered(m, b, g)) return MMSB_OK;
+  size_t *o = mmsb_grow(m->index, &m->cap_index, b->count ? b->count : 1, sizeof *o);
   if (!o) return mmsb_fail(MMSB_ENOMEM, "mirror");
-  m->offs = o;
-  if ((*one_per_page = gather_ordered(m, b, o, first, n, len))) return MMSB_OK;
+  m->index = o;
+  size_t n = 0, first = SIZE_MAX, end = 0;
   bool sorted = true;
   uint64_t last = 0;
   for (size_t i = 0; i < b->count; i++) {
     mmsb_delta d;
     mmsb_batch_delta_trusted(b, i, &d);
     if (d.region_id != m->r->id) continue;
-    sorted &= *n == 0 || d.page >= last;
+    sorted &= n == 0 || d.page >= last;
     last = d.page;
-    if (b->index[i] < *first) *first = b->index[i];
+    if (b->index[i] < first) first = b->index[i];
     if (b->index[i] + MMSB_DELTA_HDR + d.body_len > end) end = b->index[i] + MMSB_DELTA_HDR + d.body_len;
-    o[(*n)++] = (uint32_t)b->index[i];
+    o[n++] = b->index[i];
   }
   /* By page, stably: during propagation derived and accumulated deltas of
    * a page may come after other pages' (insertion sort: nearly sorted). */
-  for (size_t i = 1; !sorted && i < *n; i++) {
-    uint32_t oi = o[i];
+  for (size_t i = 1; !sorted && i < n; i++) {
+    size_t oi = o[i];
     uint64_t pg;
     memcpy(&pg, b->bytes.p + oi + 8, 8);
     size_t j = i;
@@ -102,8 +107,7 @@ static int gather(mmsb_mirror *m, const mmsb_batch *b, size_t *first, size_t *n,
     }
     o[j] = oi;
   }
-  for (size_t i = 0; i < *n; i++) o[i] -= (uint32_t)*first;
-  *len = *n ? end - *first : 0;
+  *g = (gathered){o, n, n ? first : 0, n ? end - first : 0, false};
   return MMSB_OK;
 }
 
@@ -111,12 +115,11 @@ static int gather(mmsb_mirror *m, const mmsb_batch *b, size_t *first, size_t *n,
 static int catch_up(mmsb_mirror *m, const mmsb_batch *b) {
   mmsb_epoch_t e = mmsb_batch_epoch(b);
   if (m->applied >= e) return MMSB_OK;
-  size_t first = 0, n = 0, len = 0;
-  bool one = false;
-  int rc = gather(m, b, &first, &n, &len, &one);
-  if (!rc && n)
-    rc = m->ops->apply(m->stream, m->dptr, m->r->size, b->bytes.p + first, len, m->offs, n, one,
-                       e, m->bus->cfg.commit_threads);
+  gathered g = {NULL, 0, 0, 0, false};
+  int rc = gather(m, b, &g);
+  if (!rc && g.n)
+    rc = m->ops->apply(m->stream, m->dptr, m->r->size, b->bytes.p + g.first, g.len, g.index,
+                       g.first, g.n, g.one_per_page, e, m->bus->cfg.commit_threads);
   if (!rc) m->applied = e;
   return rc;
 }
@@ -198,7 +201,7 @@ int mmsb_mirror_destroy(mmsb_mirror *m) {
   m->ops->free(m->dptr);
   if (m->dprev) m->ops->free(m->dprev);
   m->ops->close(m->stream);
-  free(m->offs);
+  free(m->index);
   free(m);
   return MMSB_OK;
 }
