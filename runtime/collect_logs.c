@@ -21,9 +21,10 @@
  * batch is the bitmap path's, byte for byte, for any number of threads.
  *
  * An epoch collected on one thread (a sparse one: fewer than two parts'
- * entries) is not sized first: the runs give a bound on its bytes, and the
- * units are filled one after the other.  Sizing walks every page as the
- * fill does, and was a third of a 1e-5 epoch's collection.
+ * entries) takes one bucket and is not sized first: the runs give a bound
+ * on its bytes, and the units are filled one after the other.  Sizing walks
+ * every page as the fill does; with the one bucket, a 1e-5 epoch's
+ * collection went from 46 to 39 us on the CPU machine.
  */
 #include "emit.h"
 
