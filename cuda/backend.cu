@@ -39,6 +39,7 @@ struct Stage {
 };
 
 struct Stream {
+  int device;
   cudaStream_t s;
   Stage stage[2];
   // diff: per page counts and their prefix sums (np each), scan scratch
@@ -50,6 +51,22 @@ struct Stream {
   mmsb_diff_page *dpages = nullptr, *hpages = nullptr;
   uint64_t *ddata = nullptr, *hdata = nullptr;
   size_t pages_cap = 0, data_cap = 0; // elements
+};
+
+// Makes device d current for the life of the guard, then restores the
+// caller's: any thread may commit (pool threads and a program's own start
+// on device 0), and a program's current device is its own business.
+// cudaGetDevice reads the runtime's per-thread state, no driver call.
+struct OnDevice {
+  int prev = -1;
+  explicit OnDevice(int d) {
+    if (cudaGetDevice(&prev) != cudaSuccess) prev = -1;
+    if (prev == d) prev = -1;
+    else cudaSetDevice(d); // a failure shows in the calls that follow
+  }
+  ~OnDevice() {
+    if (prev >= 0) cudaSetDevice(prev);
+  }
 };
 
 int cuda_err(cudaError_t e, const char *what) {
@@ -203,10 +220,10 @@ int c_open(int device, void **out) {
   if (cudaGetDeviceCount(&n) != cudaSuccess || n == 0)
     return mmsb_fail(MMSB_ENODEV, "no CUDA device");
   if (device < 0 || device >= n) return mmsb_fail(MMSB_ENODEV, "CUDA device %d of %d", device, n);
-  int rc = cuda_err(cudaSetDevice(device), "set device");
-  if (rc) return rc;
+  OnDevice on(device);
   Stream *s = new Stream();
-  rc = cuda_err(cudaStreamCreateWithFlags(&s->s, cudaStreamNonBlocking), "stream");
+  s->device = device;
+  int rc = cuda_err(cudaStreamCreateWithFlags(&s->s, cudaStreamNonBlocking), "stream");
   if (!rc) rc = cuda_err(cudaMalloc(&s->totals, 2 * sizeof(uint64_t)), "malloc");
   if (!rc) rc = cuda_err(cudaHostAlloc(&s->htotals, 2 * sizeof(uint64_t), cudaHostAllocDefault), "pinned");
   if (rc) {
@@ -220,6 +237,7 @@ int c_open(int device, void **out) {
 void c_close(void *p) {
   Stream *s = (Stream *)p;
   if (!s) return;
+  OnDevice on(s->device);
   cudaStreamSynchronize(s->s);
   for (auto &st : s->stage) {
     cudaFreeHost(st.host);
@@ -237,12 +255,20 @@ void c_close(void *p) {
   delete s;
 }
 
-int c_alloc(size_t n, void **p) { return cuda_err(cudaMalloc(p, n ? n : 1), "malloc"); }
-void c_free(void *p) { cudaFree(p); }
+int c_alloc(void *p, size_t n, void **dptr) {
+  OnDevice on(((Stream *)p)->device);
+  return cuda_err(cudaMalloc(dptr, n ? n : 1), "malloc");
+}
+
+void c_free(void *p, void *dptr) {
+  OnDevice on(((Stream *)p)->device);
+  cudaFree(dptr);
+}
 
 // A copy on the stream, waited for.
 int copy_sync(Stream *s, void *dst, const void *src, size_t n, cudaMemcpyKind kind,
               const char *what) {
+  OnDevice on(s->device);
   int rc = cuda_err(cudaMemcpyAsync(dst, src, n, kind, s->s), what);
   return rc ? rc : cuda_err(cudaStreamSynchronize(s->s), what);
 }
@@ -257,12 +283,14 @@ int c_download(void *p, void *dst, const void *src, size_t n) {
 
 int c_copy(void *p, void *dst, const void *src, size_t n) {
   Stream *s = (Stream *)p;
+  OnDevice on(s->device);
   return cuda_err(cudaMemcpyAsync(dst, src, n, cudaMemcpyDeviceToDevice, s->s), "copy");
 }
 
 int c_wait(void *p, uint64_t e) {
   (void)e; // the stream is in order: everything queued so far covers e
   Stream *s = (Stream *)p;
+  OnDevice on(s->device);
   int rc = cuda_err(cudaStreamSynchronize(s->s), "wait");
   if (!rc)
     for (Stage &st : s->stage) st.pending = false; // everything queued is done
@@ -273,6 +301,7 @@ int c_apply(void *p, void *dptr, size_t size, const uint8_t *bytes, size_t len,
             const size_t *index, size_t base, size_t n, bool one_per_page, uint64_t epoch,
             int threads) {
   Stream *s = (Stream *)p;
+  OnDevice on(s->device);
   Stage &st = s->stage[epoch & 1];
   // The stage's last epoch must be done with it: c_wait saw to that, or this.
   int rc = st.pending ? c_wait(s, epoch) : MMSB_OK;
@@ -355,6 +384,7 @@ int diff_setup(Stream *s, size_t np) {
 
 int c_diff(void *p, void *cur, void *prev, size_t size, mmsb_diff *out) {
   Stream *s = (Stream *)p;
+  OnDevice on(s->device);
   size_t np = (size + MMSB_PAGE_SIZE - 1) / MMSB_PAGE_SIZE;
   *out = mmsb_diff{nullptr, 0, nullptr, 0};
   if (np == 0) return MMSB_OK;
@@ -390,8 +420,20 @@ int c_diff(void *p, void *cur, void *prev, size_t size, mmsb_diff *out) {
 
 void *c_native(void *p) { return ((Stream *)p)->s; }
 
-const mmsb_dev_ops ops = {"cuda", c_open, c_close, c_alloc, c_free, c_upload,
-                          c_download, c_copy, c_apply, c_wait, c_diff, c_native};
+int c_enter(void *p) {
+  int prev = -1, d = ((Stream *)p)->device;
+  if (cudaGetDevice(&prev) != cudaSuccess) prev = -1;
+  if (prev == d) return -1;
+  cudaSetDevice(d);
+  return prev;
+}
+
+void c_leave(int token) {
+  if (token >= 0) cudaSetDevice(token);
+}
+
+const mmsb_dev_ops ops = {"cuda",  c_open,  c_close, c_alloc, c_free,   c_upload, c_download,
+                          c_copy,  c_apply, c_wait,  c_diff,  c_native, c_enter,  c_leave};
 
 } // namespace
 

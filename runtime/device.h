@@ -34,8 +34,8 @@ typedef struct mmsb_dev_ops {
   /* Makes a stream (and what the backend keeps per mirror) on device d. */
   int (*open)(int device, void **stream);
   void (*close)(void *stream);
-  int (*alloc)(size_t n, void **dptr);
-  void (*free)(void *dptr);
+  int (*alloc)(void *stream, size_t n, void **dptr); /* on the stream's device */
+  void (*free)(void *stream, void *dptr);
   int (*upload)(void *stream, void *dptr, const void *src, size_t n);
   int (*download)(void *stream, void *dst, const void *dptr, size_t n);
   int (*copy)(void *stream, void *dst, const void *src, size_t n);
@@ -57,6 +57,11 @@ typedef struct mmsb_dev_ops {
   int (*diff)(void *stream, void *cur, void *prev, size_t size, mmsb_diff *out);
   /* The cudaStream_t that user kernels of GPU nodes are launched on. */
   void *(*native)(void *stream);
+  /* Makes the stream's device the calling thread's current one, until
+   * leave(the token enter returned): user kernels launch there.  Every
+   * other call sets the device for itself and restores the caller's. */
+  int (*enter)(void *stream);
+  void (*leave)(int token);
 } mmsb_dev_ops;
 
 extern const mmsb_dev_ops mmsb_dev_host;

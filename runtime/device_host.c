@@ -29,11 +29,15 @@ static void h_close(void *stream) {
   free(h->data);
   free(h);
 }
-static int h_alloc(size_t n, void **p) {
+static int h_alloc(void *s, size_t n, void **p) {
+  (void)s;
   *p = calloc(1, n ? n : 1);
   return *p ? MMSB_OK : mmsb_fail(MMSB_ENOMEM, "host mirror of %zu bytes", n);
 }
-static void h_free(void *p) { free(p); }
+static void h_free(void *s, void *p) {
+  (void)s;
+  free(p);
+}
 static int h_copy(void *s, void *dst, const void *src, size_t n) {
   (void)s;
   memcpy(dst, src, n);
@@ -105,9 +109,12 @@ static int h_diff(void *s, void *cur, void *prev, size_t size, mmsb_diff *out) {
 }
 
 static void *h_native(void *s) { (void)s; return NULL; }
+static int h_enter(void *s) { (void)s; return -1; }
+static void h_leave(int token) { (void)token; }
 
 const mmsb_dev_ops mmsb_dev_host = {"host", h_open, h_close, h_alloc, h_free, h_copy,
-                                    h_copy, h_copy, h_apply, h_wait, h_diff, h_native};
+                                    h_copy, h_copy, h_apply, h_wait, h_diff, h_native,
+                                    h_enter, h_leave};
 
 #ifndef MMSB_HAVE_CUDA
 const mmsb_dev_ops *mmsb_dev_cuda(void) { return NULL; }

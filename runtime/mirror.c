@@ -19,6 +19,7 @@ struct mmsb_mirror {
   mmsb_bus *bus;
   mmsb_region *r;
   const mmsb_dev_ops *ops;
+  int device;               /* the CUDA device; -1 on the host backend */
   void *stream;
   void *dptr, *dprev;       /* dprev: the last version, for diffs (GPU outputs) */
   mmsb_epoch_t applied;     /* the epoch whose deltas it has already */
@@ -148,7 +149,8 @@ int mmsb_mirror_create(mmsb_region *r, int device, mmsb_mirror **out) {
     m->ops = &mmsb_dev_host;
     rc = m->ops->open(device, &m->stream);
   }
-  if (!rc) rc = m->ops->alloc(r->size, &m->dptr);
+  m->device = m->ops == &mmsb_dev_host ? -1 : device;
+  if (!rc) rc = m->ops->alloc(m->stream, r->size, &m->dptr);
   pthread_mutex_lock(&bus->lock);
   if (!rc) rc = m->ops->upload(m->stream, m->dptr, r->data, r->size);
   if (!rc) {
@@ -161,7 +163,7 @@ int mmsb_mirror_create(mmsb_region *r, int device, mmsb_mirror **out) {
   m->applied = atomic_load(&bus->epoch);
   pthread_mutex_unlock(&bus->lock);
   if (rc) {
-    if (m->dptr) m->ops->free(m->dptr);
+    if (m->dptr) m->ops->free(m->stream, m->dptr);
     if (m->stream) m->ops->close(m->stream);
     free(m);
     return rc;
@@ -198,8 +200,8 @@ int mmsb_mirror_destroy(mmsb_mirror *m) {
     }
   pthread_mutex_unlock(&bus->lock);
   m->ops->wait(m->stream, m->applied);
-  m->ops->free(m->dptr);
-  if (m->dprev) m->ops->free(m->dprev);
+  m->ops->free(m->stream, m->dptr);
+  if (m->dprev) m->ops->free(m->stream, m->dprev);
   m->ops->close(m->stream);
   free(m->index);
   free(m);
@@ -252,8 +254,12 @@ static int gpu_run(void *ctx) {
   }
   for (int i = 0; i < g->nout && !rc; i++) out[i] = g->out[i]->dptr;
   if (rc) return rc;
-  void *stream = g->out[0]->ops->native(g->out[0]->stream);
-  if (g->launch(g->ctx, stream, in, out) != 0) return 1;
+  const mmsb_dev_ops *ops = g->out[0]->ops;
+  void *stream = ops->native(g->out[0]->stream);
+  int token = ops->enter(g->out[0]->stream); /* its kernels go to the mirrors' device */
+  int failed = g->launch(g->ctx, stream, in, out) != 0;
+  ops->leave(token);
+  if (failed) return 1;
   for (int i = 0; i < g->nout && !rc; i++) {
     mmsb_mirror *m = g->out[i];
     mmsb_diff d;
@@ -262,6 +268,12 @@ static int gpu_run(void *ctx) {
     m->applied = mmsb_batch_epoch(b); /* it holds this epoch's output already */
   }
   return rc;
+}
+
+/* A GPU node's kernels run on one device and read and write its mirrors
+ * there (no peer access is set up). */
+static bool same_device(const mmsb_mirror *a, const mmsb_mirror *b) {
+  return b && a->ops == b->ops && a->device == b->device;
 }
 
 int mmsb_gpu_node_create(mmsb_bus *bus, const char *name, mmsb_gpu_launch_fn launch,
@@ -278,16 +290,20 @@ int mmsb_gpu_node_create(mmsb_bus *bus, const char *name, mmsb_gpu_launch_fn lau
   if (!rc) mmsb_node_own_ctx(*node, free);
   for (int i = 0; !rc && i < nin; i++) {
     g->in[i] = in[i];
-    rc = in[i] && in[i]->bus == bus ? mmsb_node_input(*node, in[i]->r)
-                                    : mmsb_fail(MMSB_EINVAL, "input mirror %d", i);
+    rc = in[i] && in[i]->bus == bus && same_device(in[i], out[0])
+             ? mmsb_node_input(*node, in[i]->r)
+             : mmsb_fail(MMSB_EINVAL, "input mirror %d: NULL, another bus's, or not on output "
+                         "mirror 0's device", i);
   }
   for (int i = 0; !rc && i < nout; i++) {
     mmsb_mirror *m = out[i];
     g->out[i] = m;
-    rc = m && m->bus == bus ? mmsb_node_output(*node, m->r, MMSB_DETECT_STORES)
-                            : mmsb_fail(MMSB_EINVAL, "output mirror %d", i);
+    rc = m && m->bus == bus && same_device(m, out[0])
+             ? mmsb_node_output(*node, m->r, MMSB_DETECT_STORES)
+             : mmsb_fail(MMSB_EINVAL, "output mirror %d: NULL, another bus's, or not on output "
+                         "mirror 0's device", i);
     if (!rc && !m->dprev) {
-      rc = m->ops->alloc(m->r->size, &m->dprev);
+      rc = m->ops->alloc(m->stream, m->r->size, &m->dprev);
       if (!rc) rc = m->ops->copy(m->stream, m->dprev, m->dptr, m->r->size);
     }
   }

@@ -323,8 +323,10 @@ typedef struct mmsb_mirror mmsb_mirror;
  * uploaded now and kept at the bus's epoch by every commit: the region's
  * deltas are packed into pinned staging memory (double-buffered), sent in
  * one asynchronous copy and applied by a kernel on the mirror's stream.
- * Without CUDA or a GPU the same API runs a host backend with the same
- * per-page code.  MMSB_ENODEV if the device cannot be used. */
+ * Any thread may commit: the backend makes the mirror's device current for
+ * its own calls and then restores the calling thread's.  Without CUDA or a
+ * GPU the same API runs a host backend with the same per-page code.
+ * MMSB_ENODEV if the device cannot be used. */
 int mmsb_mirror_create(mmsb_region *r, int device, mmsb_mirror **out);
 /* Blocks until the mirror holds epoch e (or later). */
 int mmsb_mirror_wait(mmsb_mirror *m, mmsb_epoch_t e);
@@ -341,7 +343,9 @@ int mmsb_mirror_destroy(mmsb_mirror *m);
  * the order given).  After it, each output mirror is diffed on the device
  * against its previous version; the changed granules come back as deltas
  * of the same epoch, are applied to the host regions, logged, and
- * propagate further.  Return nonzero from launch for failure. */
+ * propagate further.  Return nonzero from launch for failure.  All its
+ * mirrors must be on one device (MMSB_EINVAL otherwise); launch runs with
+ * that device current on its thread, which may be a pool thread. */
 typedef int (*mmsb_gpu_launch_fn)(void *ctx, void *stream, void *const *in, void *const *out);
 int mmsb_gpu_node_create(mmsb_bus *bus, const char *name, mmsb_gpu_launch_fn launch,
                          void *ctx, mmsb_mirror *const *in, int nin,

@@ -1,8 +1,11 @@
 // test_gpu.cu - a GPU node with a real kernel: it reads one mirror, writes
 // another; its writes come back through the device diff as deltas, update
-// the host region and feed a CPU node.  Exits 77 where there is no GPU.
+// the host region and feed a CPU node; with two GPUs or more, on the last
+// one while the program keeps device 0, with commits from another thread.
+// Exits 77 where there is no GPU.
 #include <cuda_runtime.h>
 #include <mmsb/mmsb.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -28,12 +31,16 @@ static int sum(void *ctx) {
   return 0;
 }
 
-int main(void) {
-  int n = 0;
-  if (cudaGetDeviceCount(&n) != cudaSuccess || n == 0) {
-    printf("no GPU: skipped\n");
-    return 77;
-  }
+static int commit_rc;
+static void *commit_thread(void *bus) { // a thread of the program's own: device 0 current
+  commit_rc = mmsb_commit((mmsb_bus *)bus, NULL);
+  return NULL;
+}
+
+// The node's mirrors on device `dev`, while the program's thread keeps
+// device 0 current (checked after every commit) and every other epoch is
+// committed from another thread.
+static int run(int dev) {
   mmsb_bus *bus;
   mmsb_region *a, *b, *c;
   mmsb_bus_open(NULL, &bus);
@@ -41,7 +48,8 @@ int main(void) {
   mmsb_region_create(bus, "sq", N * 4, 0, &b);
   mmsb_region_create(bus, "total", 4096, 0, &c);
   mmsb_mirror *ma, *mb;
-  if (mmsb_mirror_create(a, 0, &ma) || mmsb_mirror_create(b, 0, &mb) ||
+  cudaSetDevice(0);
+  if (mmsb_mirror_create(a, dev, &ma) || mmsb_mirror_create(b, dev, &mb) ||
       strcmp(mmsb_mirror_backend(ma), "cuda")) {
     printf("FAIL: mirrors: %s\n", mmsb_last_error());
     return 1;
@@ -64,12 +72,47 @@ int main(void) {
       want += (unsigned long long)in[i] * in[i];
       mmsb_touch(&in[i], 4);
     }
-    if (mmsb_commit(bus, NULL)) { printf("FAIL commit: %s\n", mmsb_last_error()); return 1; }
+    pthread_t t;
+    if (e % 2) commit_rc = mmsb_commit(bus, NULL);
+    else if (pthread_create(&t, NULL, commit_thread, bus) == 0) pthread_join(t, NULL);
+    else commit_rc = 1;
+    if (commit_rc) { printf("FAIL commit: %s\n", mmsb_last_error()); return 1; }
+    int cur = -1;
+    cudaGetDevice(&cur);
+    bad += cur != 0; /* the program's device is its own */
     for (int i = 0; i < N; i++) bad += sq[i] != in[i] * in[i];
     bad += total[0] != (unsigned)want;
   }
-  printf("gpu node: 20 epochs, %d mismatches, total %u\n", bad, total[0]);
-  printf("%s\n", bad ? "FAIL" : "PASS");
+  printf("gpu node on device %d: 20 epochs, %d mismatches, total %u\n", dev, bad, total[0]);
   mmsb_bus_close(bus);
   return bad ? 1 : 0;
+}
+
+// A node's mirrors must share a device.
+static int mixed_devices(int n) {
+  mmsb_bus *bus;
+  mmsb_region *a, *b;
+  mmsb_bus_open(NULL, &bus);
+  mmsb_region_create(bus, "a", 4096, 0, &a);
+  mmsb_region_create(bus, "b", 4096, 0, &b);
+  mmsb_mirror *ma, *mb;
+  mmsb_node *g;
+  if (mmsb_mirror_create(a, 0, &ma) || mmsb_mirror_create(b, n - 1, &mb)) return 1;
+  int rc = mmsb_gpu_node_create(bus, "mixed", launch, NULL, &ma, 1, &mb, 1, &g);
+  printf("node over devices 0 and %d: %s\n", n - 1, rc == MMSB_EINVAL ? "refused" : "ACCEPTED");
+  mmsb_bus_close(bus);
+  return rc != MMSB_EINVAL;
+}
+
+int main(void) {
+  int n = 0;
+  if (cudaGetDeviceCount(&n) != cudaSuccess || n == 0) {
+    printf("no GPU: skipped\n");
+    return 77;
+  }
+  int bad = run(0);
+  if (n > 1) bad |= run(n - 1) | mixed_devices(n);
+  else printf("one GPU: the node on another device than the program's not tried\n");
+  printf("%s\n", bad ? "FAIL" : "PASS");
+  return bad;
 }

@@ -156,8 +156,8 @@ static void test_diff(int rounds) {
   static uint8_t now[N], old[N], back[N];
   void *st = NULL, *cur = NULL, *prev = NULL;
   CHECK_OK(ops->open(device < 0 ? 0 : device, &st));
-  CHECK_OK(ops->alloc(N, &cur));
-  CHECK_OK(ops->alloc(N, &prev));
+  CHECK_OK(ops->alloc(st, N, &cur));
+  CHECK_OK(ops->alloc(st, N, &prev));
   for (size_t i = 0; i < N; i++) now[i] = (uint8_t)rng_next(&seed);
   memcpy(old, now, N);
   CHECK_OK(ops->upload(st, cur, now, N));
@@ -194,8 +194,8 @@ static void test_diff(int rounds) {
   }
   CHECK(bad == 0);
   printf("diff (%s): %d rounds, %d wrong\n", ops->name, rounds, bad);
-  ops->free(cur);
-  ops->free(prev);
+  ops->free(st, cur);
+  ops->free(st, prev);
   ops->close(st);
 }
 
