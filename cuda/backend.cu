@@ -53,20 +53,27 @@ struct Stream {
   size_t pages_cap = 0, data_cap = 0; // elements
 };
 
-// Makes device d current for the life of the guard, then restores the
-// caller's: any thread may commit (pool threads and a program's own start
-// on device 0), and a program's current device is its own business.
+// Makes device d current; returns the device to restore (-1: none, it was
+// d already).  Any thread may commit (pool threads and a program's own
+// start on device 0), and a program's current device is its own business.
 // cudaGetDevice reads the runtime's per-thread state, no driver call.
-struct OnDevice {
+int use_device(int d) {
   int prev = -1;
-  explicit OnDevice(int d) {
-    if (cudaGetDevice(&prev) != cudaSuccess) prev = -1;
-    if (prev == d) prev = -1;
-    else cudaSetDevice(d); // a failure shows in the calls that follow
-  }
-  ~OnDevice() {
-    if (prev >= 0) cudaSetDevice(prev);
-  }
+  if (cudaGetDevice(&prev) != cudaSuccess) prev = -1;
+  if (prev == d) return -1;
+  cudaSetDevice(d); // a failure shows in the calls that follow
+  return prev;
+}
+
+void restore_device(int prev) {
+  if (prev >= 0) cudaSetDevice(prev);
+}
+
+// Device d current for the life of the guard, then the caller's again.
+struct OnDevice {
+  int prev;
+  explicit OnDevice(int d) : prev(use_device(d)) {}
+  ~OnDevice() { restore_device(prev); }
 };
 
 int cuda_err(cudaError_t e, const char *what) {
@@ -420,20 +427,10 @@ int c_diff(void *p, void *cur, void *prev, size_t size, mmsb_diff *out) {
 
 void *c_native(void *p) { return ((Stream *)p)->s; }
 
-int c_enter(void *p) {
-  int prev = -1, d = ((Stream *)p)->device;
-  if (cudaGetDevice(&prev) != cudaSuccess) prev = -1;
-  if (prev == d) return -1;
-  cudaSetDevice(d);
-  return prev;
-}
-
-void c_leave(int token) {
-  if (token >= 0) cudaSetDevice(token);
-}
+int c_enter(void *p) { return use_device(((Stream *)p)->device); }
 
 const mmsb_dev_ops ops = {"cuda",  c_open,  c_close, c_alloc, c_free,   c_upload, c_download,
-                          c_copy,  c_apply, c_wait,  c_diff,  c_native, c_enter,  c_leave};
+                          c_copy,  c_apply, c_wait,  c_diff,  c_native, c_enter,  restore_device};
 
 } // namespace
 
