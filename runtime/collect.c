@@ -238,20 +238,18 @@ int mmsb_collect_region(mmsb_bus *bus, mmsb_region *r, mmsb_batch *b) {
 }
 
 int mmsb_collect_all(mmsb_bus *bus, mmsb_batch *b) {
+  int rc = MMSB_COLLECT_BITMAPS;
   if (mmsb_bitmap_gen == bus->bitmap_gen_seen) {
-    int rc = mmsb_collect_logs(bus, b);
-    if (rc == MMSB_OK) { /* what it folded was other buses' marks */
-      bus->stats.log_commits++;
-      bus->bitmap_gen_seen = mmsb_bitmap_gen;
-      b->ordered = b->count;
-    }
-    if (rc != MMSB_COLLECT_BITMAPS) return rc;
+    rc = mmsb_collect_logs(bus, b);
+    if (rc == MMSB_OK) bus->stats.log_commits++;
   }
-  mmsb_logs_flush_all();
-  int rc = MMSB_OK;
-  for (uint32_t i = 0; !rc && i < bus->nregions; i++)
-    if (bus->regions[i]) rc = mmsb_collect_region(bus, bus->regions[i], b);
-  if (!rc) {
+  if (rc == MMSB_COLLECT_BITMAPS) {
+    mmsb_logs_flush_all();
+    rc = MMSB_OK;
+    for (uint32_t i = 0; !rc && i < bus->nregions; i++)
+      if (bus->regions[i]) rc = mmsb_collect_region(bus, bus->regions[i], b);
+  }
+  if (!rc) { /* what the logs' way folded was other buses' marks */
     bus->bitmap_gen_seen = mmsb_bitmap_gen;
     b->ordered = b->count;
   }
