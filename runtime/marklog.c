@@ -10,9 +10,10 @@
  * the window bitmaps.  An emptied log keeps its memory but counts as
  * LOG_ENTRIES long again, so that each epoch's repeats are dropped early
  * (a log grown by a large epoch would otherwise take the next epoch's hot
- * words a million times before it first filled).  An epoch whose marks all stayed in the logs is
- * collected from them (collect_logs.c), one whose marks went into the
- * bitmaps from those (collect.c).  A thread that exits folds its log first.
+ * words a million times before it first filled).  An epoch whose marks
+ * all stayed in the logs is collected from them (collect_logs.c), one
+ * whose marks went into the bitmaps from those (collect.c).  A thread that
+ * exits folds its log first.
  */
 #include "internal.h"
 
@@ -42,20 +43,21 @@ typedef struct thread_log {
   size_t cap;         /* entries allocated */
   uint64_t *filtered; /* entries before it went through drop_repeats */
   bool dropping;      /* the last filtered chunk lost an eighth or more */
-  /* Entries kept since the log was last emptied, by a hash of the entry:
-   * an entry equal to one of them marks nothing new.  Cleared whenever the
-   * log is emptied, since the entry it matched is gone then (8 KiB, only
-   * for threads that stored). */
-  uint64_t recent[RECENT];
+  /* RECENT entries kept since the log was last emptied, by a hash of the
+   * entry: an entry equal to one of them marks nothing new.  Cleared
+   * whenever the log is emptied, since the entry it matched is gone then.
+   * Allocated with the node (8 KiB, for threads that store only); NULL on
+   * the fallback log, which never drops repeats. */
+  uint64_t *recent;
 } thread_log;
 
 static thread_log *logs;  /* every registered thread; mmsb_mark_lock */
 static pthread_key_t exit_key;
 static pthread_once_t key_once = PTHREAD_ONCE_INIT;
 static __thread thread_log *self;
-/* The thread's list node, and a short log for when malloc fails: a thread
- * always has a log that commit folds. */
-static __thread thread_log self_node;
+/* A short log and its node for when malloc fails: a thread always has a
+ * log that commit folds. */
+static __thread thread_log fallback_node;
 static __thread uint64_t fallback[16];
 
 /* Striped counter of stores outside every window: one cache line per slot so
@@ -102,7 +104,7 @@ static void fold(const uint64_t *e, const uint64_t *end) {
  * entries that were kept in the log, so an empty log has it clear already:
  * a commit skips the table of every thread that stored nothing. */
 static void empty(thread_log *t) {
-  if (t->log->pos != t->buf) memset(t->recent, 0, sizeof t->recent);
+  if (t->recent && t->log->pos != t->buf) memset(t->recent, 0, RECENT * sizeof *t->recent);
   t->log->pos = t->filtered = t->buf;
   t->log->end = t->buf + (t->cap < LOG_ENTRIES ? t->cap : LOG_ENTRIES);
 }
@@ -143,6 +145,7 @@ static void on_thread_exit(void *arg) {
   if (t->next) t->next->prev = t->prev;
   pthread_mutex_unlock(&mmsb_mark_lock);
   if (t->buf != fallback) free(t->buf);
+  if (t != &fallback_node) free(t);
   self = NULL;
   __mmsb_log.pos = __mmsb_log.end = NULL;
 }
@@ -152,14 +155,18 @@ static void make_key(void) { pthread_key_create(&exit_key, on_thread_exit); }
 /* Registers the calling thread's log. */
 static void register_self(void) {
   pthread_once(&key_once, make_key);
-  thread_log *t = &self_node;
   size_t n = LOG_ENTRIES;
-  uint64_t *buf = malloc(n * sizeof *buf);
+  thread_log *t = calloc(1, sizeof *t + RECENT * sizeof(uint64_t));
+  uint64_t *buf = t ? malloc(n * sizeof *buf) : NULL;
+  uint64_t *recent = (uint64_t *)(t + 1);
   if (!buf) { /* no memory for a log: a short one, folded more often */
+    free(t);
+    t = &fallback_node;
     buf = fallback;
+    recent = NULL;
     n = sizeof fallback / sizeof *fallback;
   }
-  *t = (thread_log){NULL, NULL, &__mmsb_log, buf, n, buf, false, {0}};
+  *t = (thread_log){NULL, NULL, &__mmsb_log, buf, n, buf, false, recent};
   __mmsb_log.pos = buf;
   __mmsb_log.end = buf + n;
   pthread_mutex_lock(&mmsb_mark_lock);
@@ -212,6 +219,9 @@ static size_t log_max(void) {
   return max;
 }
 
+/* A full log's next capacity: twice, but no more than log_max. */
+static size_t grown(size_t cap) { return 2 * cap < log_max() ? 2 * cap : log_max(); }
+
 uint64_t *__mmsb_log_refill(void) {
   if (!self) {
     register_self();
@@ -220,7 +230,7 @@ uint64_t *__mmsb_log_refill(void) {
   pthread_mutex_lock(&mmsb_mark_lock);
   thread_log *t = self;
   size_t len = (size_t)(__mmsb_log.end - t->buf); /* where it counted as full */
-  if (len <= FILTER_ALWAYS || t->dropping) {
+  if (t->recent && (len <= FILTER_ALWAYS || t->dropping)) {
     size_t chunk = (size_t)(t->log->pos - t->filtered);
     t->log->pos = drop_repeats(t, t->filtered, t->log->pos);
     t->dropping = (chunk - (size_t)(t->log->pos - t->filtered)) * 8 >= chunk;
@@ -232,9 +242,9 @@ uint64_t *__mmsb_log_refill(void) {
   } else if (len < t->cap) { /* memory from an earlier epoch */
     __mmsb_log.end = t->buf + (2 * len < t->cap ? 2 * len : t->cap);
   } else if (t->cap < log_max() && t->buf != fallback &&
-             (b = realloc(t->buf, 2 * t->cap * sizeof *b))) {
+             (b = realloc(t->buf, grown(t->cap) * sizeof *b))) {
     t->buf = b; /* room for twice as many: the marks stay in the log */
-    t->cap *= 2;
+    t->cap = grown(t->cap);
     t->filtered = t->log->pos = b + used;
     __mmsb_log.end = b + t->cap;
   } else {
