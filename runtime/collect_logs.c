@@ -260,14 +260,20 @@ static size_t unit_covered(const lcol *c, const unit *u) {
   return covered;
 }
 
-/* At least the bytes and deltas that runs rs[0..n) make: a run is cut at
- * each page it crosses, and each piece may be a delta of its own. */
-static void bound_runs(lcol *c, const grun *rs, size_t n) {
+/* The granules of runs rs[0..n).  With one part (no other part touches
+ * the bounds), also adds at least the bytes and deltas they make to the
+ * bounds: a run is cut at each page it crosses, and each piece may be a
+ * delta of its own. */
+static size_t run_granules(lcol *c, const grun *rs, size_t n) {
+  size_t all = 0;
   for (size_t i = 0; i < n; i++) {
     size_t g = rs[i].g1 - rs[i].g0, pieces = g / GRANS_PER_PAGE + 2;
+    all += g;
+    if (!c->one) continue;
     c->bound_deltas += pieces;
     c->bound_bytes += pieces * (MMSB_DELTA_HDR + MMSB_RUN_HDR) + g * MMSB_GRANULE;
   }
+  return all;
 }
 
 /* The number of runs among rs[0..n) (sorted, apart) whose start (ends
@@ -293,10 +299,8 @@ static void sort_part(void *ctx, int part, int nparts) {
     if (!m) continue;
     sort_bucket(c->ents + s, c->tmp + s, m, c->lo + ((uintptr_t)b << c->shift), c->shift - GRAN_SHIFT);
     grun *rs = c->runs + s;
-    size_t nr = merge_entries(c->ents + s, m, rs), all = 0, covered = 0;
+    size_t nr = merge_entries(c->ents + s, m, rs), all = run_granules(c, rs, nr), covered = 0;
     c->nruns[b] = nr;
-    for (size_t i = 0; i < nr; i++) all += rs[i].g1 - rs[i].g0;
-    if (c->one) bound_runs(c, rs, nr); /* one part: no other part touches the bounds */
     for (size_t k = c->bu_start[b]; k < c->bu_start[b + 1]; k++) {
       unit *u = &c->units[c->bu[k]];
       uintptr_t g0 = (uintptr_t)u->r->data >> GRAN_SHIFT, g1 = g0 + (u->r->map_size >> GRAN_SHIFT);

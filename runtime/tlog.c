@@ -149,7 +149,6 @@ int mmsb_region_record_read(const uint8_t *p, uint64_t len, mmsb_region_rec *out
   return MMSB_OK;
 }
 
-
 /* The log stage: digest, record, sync per policy; the digest changes are
  * kept only once the record is written. */
 static int log_sink(void *ctx, mmsb_bus *bus, const mmsb_batch *b) {
