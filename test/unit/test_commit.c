@@ -258,6 +258,42 @@ static void test_crowded_bucket(void) {
   CHECK_OK(mmsb_bus_close(bus));
 }
 
+/* A bucket's sort puts its entries in 256 groups by their top bits and
+ * sorts each group by insertion, or by radix when it is large.  One store
+ * every 2 KiB of a 16 MiB region (8 192, collected in parallel: buckets of
+ * 128 KiB, 64 entries) and 40 words stored backwards inside one 512-byte
+ * group of one bucket: the deltas must still be two runs a page, in page
+ * order, and one more in the cluster's page, its 40 words merged. */
+static void test_clustered_group(void) {
+  mmsb_bus *bus;
+  mmsb_region *r;
+  size_t size = 16u << 20, cluster = (5u << 20) + 1024;
+  open_verify_bus("cluster", size, 4, &bus, &r);
+  uint64_t *d = mmsb_region_data(r);
+  CHECK_OK(mmsb_commit(bus, NULL)); /* a new bus starts on the bitmaps */
+  mmsb_stats before, after;
+  CHECK_OK(mmsb_stats_get(bus, &before));
+  for (size_t off = 0; off < size; off += 2048) {
+    d[off / 8] = off + 1;
+    __mmsb_store8(&d[off / 8]);
+  }
+  for (size_t k = 40; k-- > 0;) {
+    d[cluster / 8 + k] = k + 7;
+    __mmsb_store8(&d[cluster / 8 + k]);
+  }
+  CHECK_OK(mmsb_commit(bus, NULL));
+  CHECK(mmsb_verify_last(bus) == 0);
+  CHECK_OK(mmsb_stats_get(bus, &after));
+  CHECK(after.log_commits == before.log_commits + 1);
+  uint64_t runs = 0, whole = 0;
+  check_order(mmsb_last_batch(bus), &runs, &whole);
+  /* 4 096 pages of two runs (0 and 2048); the cluster's page has a third,
+   * [1024, 1344) */
+  CHECK(mmsb_batch_count(mmsb_last_batch(bus)) == size / 4096 && whole == 0);
+  CHECK(runs == 2 * (size / 4096) + 1);
+  CHECK_OK(mmsb_bus_close(bus));
+}
+
 /* Another bus's region inside this bus's span: its marks are folded for
  * it, once.  Bus A has a1 and a2, bus B has b1 between them (created in
  * that order).  Epoch 1 stores into all three; epoch 2 only into a2, so
@@ -499,6 +535,7 @@ int main(void) {
   test_two_buses(200 * test_scale());
   test_hot_words(30 * test_scale());
   test_crowded_bucket();
+  test_clustered_group();
   test_logs_of_threads(20 * test_scale());
   test_verify_catches();
   test_forms();
