@@ -469,20 +469,29 @@ static int make_units(lcol *c, const mmsb_bus *bus) {
 }
 
 /* Counts become write positions; bstart gets each bucket's start.  Returns
- * the number of pieces. */
+ * the number of pieces.  Both loops go along the parts' rows of counts,
+ * which the parts' threads just wrote: a loop over buckets reading down the
+ * rows (sixteen streams a line each) took ~40 us at 1e-3 on the VM. */
 static size_t bucket_starts(lcol *c) {
-  size_t at = 0;
-  for (size_t b = 0; b <= c->nb; b++) {
-    c->bstart[b] = at;
-    for (int p = 0; p < c->parts; p++) {
-      size_t *k = &c->counts[(size_t)p * (c->nb + 1) + b];
-      size_t t = *k;
-      *k = at;
-      at += t;
+  size_t nb1 = c->nb + 1, *run = c->bstart; /* bstart[b]: bucket b's pieces, then its next slot */
+  memset(run, 0, (nb1 + 1) * sizeof *run);
+  for (int p = 0; p < c->parts; p++) {
+    const size_t *k = c->counts + (size_t)p * nb1;
+    for (size_t b = 0; b < nb1; b++) run[b + 1] += k[b];
+  }
+  for (size_t b = 0; b < nb1; b++) run[b + 1] += run[b];
+  for (int p = 0; p < c->parts; p++) {
+    size_t *k = c->counts + (size_t)p * nb1;
+    for (size_t b = 0; b < nb1; b++) {
+      size_t t = k[b];
+      k[b] = run[b];
+      run[b] += t;
     }
   }
-  c->bstart[c->nb + 1] = at;
-  return at;
+  /* run[b] is now bucket b's end, the start of b + 1 */
+  memmove(run + 1, run, nb1 * sizeof *run);
+  run[0] = 0;
+  return run[nb1];
 }
 
 /* Cuts items [0, n) with cumulative weights cum[0..n] (cum[0] = 0) into
