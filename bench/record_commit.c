@@ -3,8 +3,10 @@
  * what a user would do otherwise.
  *
  * Cases: random 8-byte stores at dirty fractions 1e-5 .. 1e-1 of the words
- * of a 1 GiB region, a dense sequential loop over 64 MiB, and hot spots
- * (500 000 stores cycling over 1 or 100 words: counters).  Methods, in the
+ * of a 1 GiB region, a dense sequential loop over 64 MiB, hot spots
+ * (500 000 stores cycling over 1 or 100 words: counters), and threads
+ * storing at once (each 1e-3 of the region's words, so that every thread's
+ * log fills, drops repeats and grows several times an epoch).  Methods, in the
  * same run:
  *   plain     stores with no tracking (the floor for the store loop)
  *   mmsb      the stores with the fast path the pass emits (inline range
@@ -21,6 +23,7 @@
 #include "fastpath.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <signal.h>
 #include <sys/mman.h>
 #include <unistd.h>
@@ -223,6 +226,72 @@ static void run_hot(bench_out *o, size_t hot, uint64_t *mm, uint64_t *plain) {
               bench_median(cm, REPS), N, p);
 }
 
+/* T threads store at once, each n random words; the store phase's wall
+ * time against the same with plain stores.  A log that fills takes only its
+ * own lock, so the threads should not wait for each other. */
+typedef struct store_job {
+  uint64_t *dst;
+  const uint64_t *idx;
+  size_t n;
+  int tracked;
+  pthread_barrier_t *go;
+} store_job;
+
+static void *store_thread(void *arg) {
+  store_job *j = arg;
+  pthread_barrier_wait(j->go);
+  if (j->tracked)
+    for (size_t i = 0; i < j->n; i++) tracked_store8(&j->dst[j->idx[i]], i);
+  else
+    for (size_t i = 0; i < j->n; i++) j->dst[j->idx[i]] = i;
+  pthread_barrier_wait(j->go);
+  return NULL;
+}
+
+/* Wall time of one store phase of `t` threads (t <= 64). */
+static double store_phase(int t, uint64_t *dst, const uint64_t *idx, size_t n, int tracked) {
+  pthread_barrier_t go;
+  pthread_barrier_init(&go, NULL, (unsigned)t + 1);
+  pthread_t th[64];
+  store_job j[64];
+  for (int k = 0; k < t; k++) {
+    j[k] = (store_job){dst, idx + (size_t)k * n, n, tracked, &go};
+    pthread_create(&th[k], NULL, store_thread, &j[k]);
+  }
+  pthread_barrier_wait(&go);
+  double t0 = bench_now_ms();
+  pthread_barrier_wait(&go);
+  double ms = bench_now_ms() - t0;
+  for (int k = 0; k < t; k++) pthread_join(th[k], NULL);
+  pthread_barrier_destroy(&go);
+  return ms;
+}
+
+static void run_threads(bench_out *o, uint64_t *mm, uint64_t *plain) {
+  enum { REPS = 5 };
+  long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+  int t = ncpu < 2 ? 2 : ncpu > 16 ? 16 : (int)ncpu;
+  size_t words = GIB / 8, n = words / 1000;
+  uint64_t *idx = malloc((size_t)t * n * sizeof *idx);
+  if (!idx) return;
+  double tp[REPS], tm[REPS], cm[REPS];
+  for (int r = 0; r < REPS; r++) {
+    fill_indices(idx, (size_t)t * n, words, 77 + (uint64_t)r);
+    tp[r] = store_phase(t, plain, idx, n, 0);
+    tm[r] = store_phase(t, mm, idx, n, 1);
+    double t0 = bench_now_ms();
+    mmsb_commit(NULL, NULL);
+    cm[r] = bench_now_ms() - t0;
+  }
+  double p = bench_median(tp, REPS);
+  bench_row *row = bench_add(o, "threads=%d x 1e-3 of 1GiB plain", t);
+  bench_metric(row, "stores", (double)t * (double)n);
+  bench_metric(row, "ns_per_store", p * 1e6 / (double)n);
+  tracked_row(bench_add(o, "threads=%d x 1e-3 of 1GiB mmsb", t), bench_median(tm, REPS),
+              bench_median(cm, REPS), (double)n, p);
+  free(idx);
+}
+
 int main(int argc, char **argv) {
   bench_out o;
   bench_init(&o, "record_commit", argc, argv);
@@ -268,6 +337,7 @@ int main(int argc, char **argv) {
   run_dense(&o, mm, plain, snap, scratch);
   run_hot(&o, 1, mm, plain);
   run_hot(&o, 100, mm, plain);
+  run_threads(&o, mm, plain);
   bench_print(&o);
   return 0;
 }

@@ -30,9 +30,9 @@ static void remark(mmsb_bus *bus, const mmsb_batch *b) {
 static int collect(mmsb_bus *bus, mmsb_batch *b, mmsb_epoch_t e) {
   uint64_t t0 = bus->trace ? mmsb_now_ns() : 0;
   int rc = mmsb_batch_begin(b, e);
-  pthread_mutex_lock(&mmsb_mark_lock);
+  mmsb_logs_lock();
   if (!rc) rc = mmsb_collect_all(bus, b);
-  pthread_mutex_unlock(&mmsb_mark_lock);
+  mmsb_logs_unlock();
   if (bus->trace) mmsb_trace_event(bus, "collect", t0, mmsb_now_ns(), e, b->count);
   if (!rc && bus->naccums) {
     rc = mmsb_accum_flush(bus, b);

@@ -248,10 +248,10 @@ static int collect_outputs(mmsb_graph *g, mmsb_node *n, mmsb_batch *b, size_t *n
         i += chunk;
       }
     }
-    pthread_mutex_lock(&mmsb_mark_lock);
+    mmsb_logs_lock();
     mmsb_logs_flush_all();
     int rc = mmsb_collect_region(n->bus, r, b);
-    pthread_mutex_unlock(&mmsb_mark_lock);
+    mmsb_logs_unlock();
     if (rc) return rc;
     if (b->count > before) {
       before = b->count;

@@ -80,16 +80,22 @@ int mmsb_static_window_add(uintptr_t start, uintptr_t stop);
 /* ---- marklog.c: per-thread mark logs ---- */
 /* Marks [p, p+n) dirty; false if it is not all inside a window. */
 bool mmsb_mark_range(uintptr_t p, size_t n);
-/* Folds every thread's log into the bitmaps; mmsb_mark_lock held and the
+/* Takes (releases) mmsb_mark_lock and every thread log's own lock: what a
+ * collection holds while it reads and empties the logs.  A thread whose log
+ * fills takes only its own log's lock, unless it must fold into the
+ * bitmaps.  The functions below that read or empty the logs need both. */
+void mmsb_logs_lock(void);
+void mmsb_logs_unlock(void);
+/* Folds every thread's log into the bitmaps; the logs locked and the
  * writers quiescent. */
 void mmsb_logs_flush_all(void);
 /* The entries waiting in one thread's log. */
 typedef struct mmsb_log_seg { const uint64_t *e; size_t n; } mmsb_log_seg;
 /* Points (*segs)[i] (grown, capacity *cap) at every non-empty thread log:
  * their number, or SIZE_MAX when memory is short.  The entries stay in the
- * logs until mmsb_logs_clear.  mmsb_mark_lock held, writers quiescent. */
+ * logs until mmsb_logs_clear.  The logs locked, writers quiescent. */
 size_t mmsb_logs_segs(mmsb_log_seg **segs, size_t *cap);
-/* Empties every thread's log (its entries were taken); mmsb_mark_lock. */
+/* Empties every thread's log (its entries were taken); the logs locked. */
 void mmsb_logs_clear(void);
 /* Folds entries (taken from the logs) into the bitmaps; mmsb_mark_lock. */
 void mmsb_logs_fold(const uint64_t *e, size_t n);

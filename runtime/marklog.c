@@ -7,7 +7,10 @@
  * it last filled lose their repeats (a loop that stores to a few hot words
  * adds almost nothing); a log still more than half full doubles, up to a
  * limit; at the limit the thread takes mmsb_mark_lock and folds it into
- * the window bitmaps.  An emptied log keeps its memory but counts as
+ * the window bitmaps.  Dropping repeats and growing take only the log's
+ * own lock, which a collection takes too (mmsb_logs_lock): under the
+ * global lock, threads storing at once waited for each other's refills
+ * (hundreds of microseconds each for a large log).  An emptied log keeps its memory but counts as
  * LOG_ENTRIES long again, so that each epoch's repeats are dropped early
  * (a log grown by a large epoch would otherwise take the next epoch's hot
  * words a million times before it first filled).  An epoch whose marks
@@ -37,6 +40,8 @@ __thread __mmsb_log_t __mmsb_log;
 
 typedef struct thread_log {
   struct thread_log *next, *prev;
+  pthread_mutex_t lock; /* the owner's refill against collections; taken
+                           after mmsb_mark_lock when both are held */
   __mmsb_log_t *log;  /* the owning thread's __mmsb_log; its end is where
                          the log counts as full, at most buf + cap */
   uint64_t *buf;
@@ -114,6 +119,16 @@ static void flush_one(thread_log *t) {
   empty(t);
 }
 
+void mmsb_logs_lock(void) {
+  pthread_mutex_lock(&mmsb_mark_lock);
+  for (thread_log *t = logs; t; t = t->next) pthread_mutex_lock(&t->lock);
+}
+
+void mmsb_logs_unlock(void) {
+  for (thread_log *t = logs; t; t = t->next) pthread_mutex_unlock(&t->lock);
+  pthread_mutex_unlock(&mmsb_mark_lock);
+}
+
 void mmsb_logs_flush_all(void) {
   for (thread_log *t = logs; t; t = t->next) flush_one(t);
 }
@@ -139,7 +154,10 @@ void mmsb_logs_fold(const uint64_t *e, size_t n) { fold(e, e + n); }
 static void on_thread_exit(void *arg) {
   thread_log *t = arg;
   pthread_mutex_lock(&mmsb_mark_lock);
+  pthread_mutex_lock(&t->lock);
   flush_one(t);
+  pthread_mutex_unlock(&t->lock);
+  pthread_mutex_destroy(&t->lock);
   if (t->prev) t->prev->next = t->next;
   else logs = t->next;
   if (t->next) t->next->prev = t->prev;
@@ -166,7 +184,7 @@ static void register_self(void) {
     recent = NULL;
     n = sizeof fallback / sizeof *fallback;
   }
-  *t = (thread_log){NULL, NULL, &__mmsb_log, buf, n, buf, false, recent};
+  *t = (thread_log){NULL, NULL, PTHREAD_MUTEX_INITIALIZER, &__mmsb_log, buf, n, buf, false, recent};
   __mmsb_log.pos = buf;
   __mmsb_log.end = buf + n;
   pthread_mutex_lock(&mmsb_mark_lock);
@@ -208,27 +226,27 @@ static uint64_t *drop_repeats(thread_log *t, uint64_t *e, const uint64_t *end) {
 #define FILTER_ALWAYS 65536
 
 /* Entries a log may grow to: MMSB_MARK_LOG (at least LOG_ENTRIES), read
- * once. */
+ * once.  Threads refill under their own logs' locks, so the cache is
+ * atomic (each thread that races on the first read computes the same). */
 static size_t log_max(void) {
-  static size_t max;
-  if (!max) {
+  static _Atomic size_t max;
+  size_t m = atomic_load_explicit(&max, memory_order_relaxed);
+  if (!m) {
     const char *v = getenv("MMSB_MARK_LOG");
     long long n = v && *v ? atoll(v) : 0;
-    max = n >= LOG_ENTRIES ? (size_t)n : n > 0 ? LOG_ENTRIES : LOG_MAX_DEFAULT;
+    m = n >= LOG_ENTRIES ? (size_t)n : n > 0 ? LOG_ENTRIES : LOG_MAX_DEFAULT;
+    atomic_store_explicit(&max, m, memory_order_relaxed);
   }
-  return max;
+  return m;
 }
 
 /* A full log's next capacity: twice, but no more than log_max. */
 static size_t grown(size_t cap) { return 2 * cap < log_max() ? 2 * cap : log_max(); }
 
-uint64_t *__mmsb_log_refill(void) {
-  if (!self) {
-    register_self();
-    return __mmsb_log.pos;
-  }
-  pthread_mutex_lock(&mmsb_mark_lock);
-  thread_log *t = self;
+/* Makes room in the calling thread's full log t (its lock held): drops
+ * repeats, or extends it into memory it has, or grows it.  False when none
+ * of those made room: the log must be folded. */
+static bool make_room(thread_log *t) {
   size_t len = (size_t)(__mmsb_log.end - t->buf); /* where it counted as full */
   if (t->recent && (len <= FILTER_ALWAYS || t->dropping)) {
     size_t chunk = (size_t)(t->log->pos - t->filtered);
@@ -237,20 +255,38 @@ uint64_t *__mmsb_log_refill(void) {
   }
   t->filtered = t->log->pos;
   size_t used = (size_t)(t->log->pos - t->buf);
-  uint64_t *b = NULL;
-  if (used <= len / 2) { /* repeats made room */
-  } else if (len < t->cap) { /* memory from an earlier epoch */
+  uint64_t *b;
+  if (used <= len / 2) return true; /* repeats made room */
+  if (len < t->cap) { /* memory from an earlier epoch */
     __mmsb_log.end = t->buf + (2 * len < t->cap ? 2 * len : t->cap);
-  } else if (t->cap < log_max() && t->buf != fallback &&
-             (b = realloc(t->buf, grown(t->cap) * sizeof *b))) {
+    return true;
+  }
+  if (t->cap < log_max() && t->buf != fallback && (b = realloc(t->buf, grown(t->cap) * sizeof *b))) {
     t->buf = b; /* room for twice as many: the marks stay in the log */
     t->cap = grown(t->cap);
     t->filtered = t->log->pos = b + used;
     __mmsb_log.end = b + t->cap;
-  } else {
-    flush_one(t);
+    return true;
   }
-  pthread_mutex_unlock(&mmsb_mark_lock);
+  return false;
+}
+
+uint64_t *__mmsb_log_refill(void) {
+  if (!self) {
+    register_self();
+    return __mmsb_log.pos;
+  }
+  thread_log *t = self;
+  pthread_mutex_lock(&t->lock);
+  bool room = make_room(t);
+  pthread_mutex_unlock(&t->lock);
+  if (!room) { /* fold: the global lock first, as collections take them */
+    pthread_mutex_lock(&mmsb_mark_lock);
+    pthread_mutex_lock(&t->lock);
+    if (__mmsb_log.pos != t->buf) flush_one(t); /* else a commit emptied it meanwhile */
+    pthread_mutex_unlock(&t->lock);
+    pthread_mutex_unlock(&mmsb_mark_lock);
+  }
   return __mmsb_log.pos;
 }
 
