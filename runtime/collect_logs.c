@@ -13,10 +13,14 @@
  * The sort is a partition first: the span of the bus's regions is cut into
  * page-aligned buckets (NB_MAX at most, ~BUCKET_FILL entries each), and
  * entries are counted per bucket and scattered in parts on the worker pool
- * (an entry that crosses a bucket's edge is cut in two).  Each part
- * scatters into an area of its own, bucket after bucket ("part-major"):
- * scattered straight into the buckets, sixteen parts wrote ~8 entries each
- * into every bucket at 1e-3, side by side, and shared the cache lines.  Each
+ * (an entry that crosses a bucket's edge is cut in two).  Each part counts
+ * its entries and at once scatters them into an area of its own, bucket
+ * after bucket ("part-major"), while they are in its cache: twice as many
+ * slots as it has entries, and an epoch whose entries are cut into more
+ * pieces than that (long ranges across many buckets) goes to the bitmaps.
+ * Scattered straight into the buckets, after a first job had counted them,
+ * sixteen parts wrote ~8 entries each into every bucket at 1e-3, side by
+ * side, sharing the cache lines, and read their entries a second time.  Each
  * bucket then gathers its pieces from the parts' areas, sorts them in cache, merges them into runs and
  * sizes the deltas of each (region, bucket) pair, a "unit"; prefix sums of
  * the sizes give every unit its place in the batch, and the units are
@@ -70,7 +74,9 @@ typedef struct lcol {
   size_t bound_bytes, bound_deltas; /* one: at least the epoch's bytes, deltas */
   size_t *counts;        /* [part][nb + 2]: row[b + 1]: pieces of bucket b, then where
                             they go in pm (row[b] is then where they start) */
-  uint64_t *pm;          /* the pieces part-major (ents itself with one part) */
+  uint64_t *pm;          /* the pieces part-major: part p's area from 2 * its first
+                            entry (ents itself with one part) */
+  _Atomic int overflow;  /* a part had more pieces than its area holds */
   size_t *bstart;        /* [nb + 2]: where each bucket starts in ents */
   uint64_t *ents, *tmp;  /* the pieces by bucket; the sort's scratch */
   grun *runs;            /* bucket b's runs from runs + bstart[b] */
@@ -135,14 +141,26 @@ static void pieces(lcol *c, int part, bool scatter) {
   }
 }
 
-static void count_part(void *ctx, int part, int nparts) {
-  (void)nparts;
-  pieces(ctx, part, false);
-}
-
-static void scatter_part(void *ctx, int part, int nparts) {
-  (void)nparts;
-  pieces(ctx, part, true);
+/* Counts one part's pieces, turns its row of counts into write positions
+ * in its area of pm (row[0]: the area's start), and scatters them. */
+static void partition_part(void *ctx, int part, int nparts) {
+  lcol *c = ctx;
+  size_t nb1 = c->nb + 1, *row = c->counts + (size_t)part * (nb1 + 1);
+  size_t lo = c->n * (size_t)part / (size_t)nparts, hi = c->n * (size_t)(part + 1) / (size_t)nparts;
+  memset(row, 0, (nb1 + 1) * sizeof *row);
+  pieces(c, part, false);
+  size_t at = 2 * lo;
+  row[0] = at;
+  for (size_t b = 0; b < nb1; b++) {
+    size_t t = row[b + 1];
+    row[b + 1] = at;
+    at += t;
+  }
+  if (at - 2 * lo > 2 * (hi - lo)) {
+    atomic_store_explicit(&c->overflow, 1, memory_order_relaxed);
+    return;
+  }
+  pieces(c, part, true);
 }
 
 /* The granule of entry x counted from base. */
@@ -492,25 +510,18 @@ static int make_units(lcol *c, const mmsb_bus *bus) {
   return MMSB_OK;
 }
 
-/* Counts become write positions, part after part (each part's pieces
- * bucket after bucket), and bstart gets each bucket's start in ents (its
- * pieces over all parts).  Returns the number of pieces.  The loops go
- * along the rows of counts that the parts' threads just wrote. */
+/* bstart gets each bucket's start in ents: its pieces over all parts
+ * (after the scatter, part p's pieces of bucket b are at pm[row[b],
+ * row[b + 1])).  Returns the number of pieces. */
 static size_t bucket_starts(lcol *c) {
-  size_t nb1 = c->nb + 1, *run = c->bstart, at = 0; /* run[b + 1]: bucket b's pieces */
+  size_t nb1 = c->nb + 1, *run = c->bstart; /* run[b + 1]: bucket b's pieces */
   memset(run, 0, (nb1 + 1) * sizeof *run);
   for (int p = 0; p < c->parts; p++) {
-    size_t *row = c->counts + (size_t)p * (nb1 + 1);
-    row[0] = at;
-    for (size_t b = 0; b < nb1; b++) {
-      size_t t = row[b + 1];
-      run[b + 1] += t;
-      row[b + 1] = at;
-      at += t;
-    }
+    const size_t *row = c->counts + (size_t)p * (nb1 + 1);
+    for (size_t b = 0; b < nb1; b++) run[b + 1] += row[b + 1] - row[b];
   }
   for (size_t b = 0; b < nb1; b++) run[b + 1] += run[b];
-  return at;
+  return run[nb1];
 }
 
 /* Cuts items [0, n) with cumulative weights cum[0..n] (cum[0] = 0) into
@@ -559,13 +570,14 @@ static bool plan_buckets(lcol *c, const mmsb_bus *bus, int threads) {
 }
 
 /* Partitions the logs' entries into buckets (the logs are empty after)
- * and lists the units; false when memory is short or a bucket is over
- * BUCKET_MAX (logs untouched). */
+ * and lists the units; false when memory is short, a bucket is over
+ * BUCKET_MAX or a part's pieces over its area (logs untouched). */
 static bool partition(lcol *c, const mmsb_bus *bus, int threads) {
   c->parts = partition_parts(c->n, threads);
   if (!GROW(seg_at, c->nsegs) || !GROW(counts, (size_t)c->parts * (c->nb + 2)) ||
       !GROW(bstart, c->nb + 2) || !GROW(bu_start, c->nb + 1) || !GROW(nruns, c->nb) ||
-      !GROW(foreign, c->nb) || !GROW(sp_b, MAX_PARTS + 1) || !GROW(sp_u, MAX_PARTS + 1))
+      !GROW(foreign, c->nb) || !GROW(sp_b, MAX_PARTS + 1) || !GROW(sp_u, MAX_PARTS + 1) ||
+      !GROW(pm, 2 * c->n))
     return false;
   for (size_t i = 0, at = 0; i < c->nsegs; at += c->segs[i++].n) B.seg_at[i] = at;
   c->seg_at = B.seg_at;
@@ -574,20 +586,18 @@ static bool partition(lcol *c, const mmsb_bus *bus, int threads) {
   c->bu_start = B.bu_start;
   c->nruns = B.nruns;
   c->foreign = B.foreign;
-  memset(c->counts, 0, (size_t)c->parts * (c->nb + 2) * sizeof *c->counts);
-  mmsb_pool_run(c->parts, threads, count_part, c);
+  c->pm = B.pm;
+  mmsb_pool_run(c->parts, threads, partition_part, c);
+  if (atomic_load(&c->overflow)) return false;
   c->total = bucket_starts(c);
   for (size_t b = 0; b < c->nb; b++)
     if (c->bstart[b + 1] - c->bstart[b] > BUCKET_MAX) return false;
-  if (!GROW(ents, c->total) || !GROW(tmp, c->total) || !GROW(runs, c->total) ||
-      (c->parts > 1 && !GROW(pm, c->total)) || make_units(c, bus) ||
-      !GROW(cum, c->nunits + c->nb + 1))
+  if ((c->parts > 1 && !GROW(ents, c->total)) || !GROW(tmp, c->total) || !GROW(runs, c->total) ||
+      make_units(c, bus) || !GROW(cum, c->nunits + c->nb + 1))
     return false;
-  c->ents = B.ents;
+  c->ents = c->parts > 1 ? B.ents : B.pm; /* one part: its area is in bucket order */
   c->tmp = B.tmp;
   c->runs = B.runs;
-  c->pm = c->parts > 1 ? B.pm : B.ents; /* one part: part-major is bucket order */
-  mmsb_pool_run(c->parts, threads, scatter_part, c);
   gather(c, c->nb); /* the pieces outside the span: no sort part takes them */
   mmsb_logs_clear();
   return true;

@@ -258,6 +258,32 @@ static void test_crowded_bucket(void) {
   CHECK_OK(mmsb_bus_close(bus));
 }
 
+/* Long ranges across many small buckets: a part cuts its entries into
+ * more pieces than its area holds (twice its entries), so the epoch goes
+ * to the bitmaps, whole.  8 192 range marks of 60 KiB over a 1 MiB region
+ * (64 buckets of 16 KiB: each mark is cut into 4 or 5 pieces). */
+static void test_pieces_overflow(void) {
+  mmsb_bus *bus;
+  mmsb_region *r;
+  size_t size = 1u << 20, len = 60u << 10;
+  open_verify_bus("ranges", size, 4, &bus, &r);
+  uint8_t *d = mmsb_region_data(r);
+  CHECK_OK(mmsb_commit(bus, NULL)); /* a new bus starts on the bitmaps */
+  mmsb_stats before, after;
+  CHECK_OK(mmsb_stats_get(bus, &before));
+  for (size_t i = 0; i < 8192; i++) {
+    size_t off = (i * 7919 * 64) % (size - len);
+    d[off + len - 1] = (uint8_t)(i + 1);
+    __mmsb_store_range(d + off, len);
+  }
+  CHECK_OK(mmsb_commit(bus, NULL));
+  CHECK(mmsb_verify_last(bus) == 0);
+  CHECK_OK(mmsb_stats_get(bus, &after));
+  CHECK(after.commits == before.commits + 1 && after.log_commits == before.log_commits);
+  CHECK(mmsb_batch_count(mmsb_last_batch(bus)) == size / 4096); /* every page marked */
+  CHECK_OK(mmsb_bus_close(bus));
+}
+
 /* A bucket's sort puts its entries in 256 groups by their top bits and
  * sorts each group by insertion, or by radix when it is large.  One store
  * every 2 KiB of a 16 MiB region (8 192, collected in parallel: buckets of
@@ -536,6 +562,7 @@ int main(void) {
   test_hot_words(30 * test_scale());
   test_crowded_bucket();
   test_clustered_group();
+  test_pieces_overflow();
   test_logs_of_threads(20 * test_scale());
   test_verify_catches();
   test_forms();
