@@ -20,12 +20,13 @@
  * pieces than that (long ranges across many buckets) goes to the bitmaps.
  * Scattered straight into the buckets, after a first job had counted them,
  * sixteen parts wrote ~8 entries each into every bucket at 1e-3, side by
- * side, sharing the cache lines, and read their entries a second time.  Each
- * bucket then gathers its pieces from the parts' areas, sorts them in cache, merges them into runs and
- * sizes the deltas of each (region, bucket) pair, a "unit"; prefix sums of
- * the sizes give every unit its place in the batch, and the units are
- * filled in parts.  Units go in region order, pages ascending in each: the
- * batch is the bitmap path's, byte for byte, for any number of threads.
+ * side, sharing the cache lines, and read their entries a second time.
+ * Each bucket then gathers its pieces from the parts' areas, sorts them in
+ * cache, merges them into runs and sizes the deltas of each (region,
+ * bucket) pair, a "unit"; prefix sums of the sizes give every unit its
+ * place in the batch, and the units are filled in parts.  Units go in
+ * region order, pages ascending in each: the batch is the bitmap path's,
+ * byte for byte, for any number of threads.
  *
  * An epoch collected on one thread (a sparse one: fewer than two parts'
  * entries) takes one bucket and is not sized first: the runs give a bound
@@ -206,10 +207,11 @@ static void radix_lsd(uint64_t *a, uint64_t *t, size_t n, uintptr_t base, unsign
  * order, each entry moving within its group at most.  A large group is
  * sorted by LSD radix on the rest of the key.  More than GROUPED_MAX
  * entries (groups of one or more on average; an epoch sorted in one
- * bucket) take an LSD radix sort on the whole key: it was faster there.  For a bucket of 128 entries over 2^17 granules, the
- * full LSD radix took three passes of a count array (1.08 -> 0.70 ms for
- * 1024 such buckets on the CPU machine); an insertion sort per group was
- * slower, branching unpredictably on the groups' sizes. */
+ * bucket) take an LSD radix sort on the whole key: it was faster there.
+ * For a bucket of 128 entries over 2^17 granules, the full LSD radix took
+ * three passes of a count array (1.08 -> 0.70 ms for 1024 such buckets on
+ * the CPU machine); an insertion sort per group was slower, branching
+ * unpredictably on the groups' sizes. */
 static void sort_bucket(uint64_t *e, uint64_t *tmp, size_t n, uintptr_t base, unsigned bits) {
   if (n <= INSERTION_MAX) {
     insert_sorted(e, e, n, base);

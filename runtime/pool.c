@@ -13,11 +13,8 @@
  */
 #include "internal.h"
 
-#include <limits.h>
-#include <linux/futex.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/syscall.h>
 #include <unistd.h>
 
 #define POOL_MAX 64
@@ -26,36 +23,22 @@
  * (high 32 bits) and its next part, taken by compare-and-swap.  With a
  * mutex around the handout, sixteen threads woken at once queued on it for
  * every part, and a commit's short jobs (tens of microseconds of work each)
- * took several times as long.
- *
- * Threads sleep on futexes: `bell` (workers; rung once a job) and `left`
- * (the caller).  With a condition variable, a broadcast woke the sleeping
- * workers, and each then had to take its mutex on the way out of the wait,
- * one after the other: on the VM the last of sixteen started a commit's
- * first job ~100 us late.  A sleeper counts itself in `asleep` (or sets
- * `caller_asleep`) before it checks one last time, and the waker reads it
- * after its change: one of the two sees the other (sequentially consistent
- * atomics), so no wake is lost and no syscall is made when nobody sleeps. */
+ * took several times as long.  The mutex and condition variables are only
+ * for sleeping and waking. */
 static struct {
   pthread_mutex_t job_lock;  /* one job at a time */
+  pthread_mutex_t lock;      /* sleeping and waking */
+  pthread_cond_t go, done;
   int nthreads;              /* workers started (job_lock) */
-  _Atomic uint64_t gen;      /* the current job's number (from 1) */
+  _Atomic uint64_t gen;      /* the current job's number (from 1); bumped under lock */
   _Atomic uint64_t ticket;   /* job number << 32 | next part */
   mmsb_part_fn fn;           /* the job: set before gen is bumped */
   void *ctx;
   _Atomic int nparts;        /* atomic: a late worker reads it as the next job starts */
   _Atomic int helpers;       /* workers the job may still take */
-  _Atomic int left;          /* parts not finished (a futex word) */
-  _Atomic uint32_t bell;     /* bumped after gen (a futex word) */
-  _Atomic int asleep;        /* workers sleeping on bell, or about to */
-  _Atomic int caller_asleep; /* the caller sleeps on left, or is about to */
-} P = {PTHREAD_MUTEX_INITIALIZER, 0, 1, 0, NULL, NULL, 0, 0, 0, 0, 0, 0}; /* gen from 1: 0 is "the end" */
-
-/* Sleeps while *w is v (or until woken); wakes up to n sleepers of w. */
-static void futex_wait(void *w, uint32_t v) {
-  syscall(SYS_futex, w, FUTEX_WAIT_PRIVATE, v, NULL, NULL, 0);
-}
-static void futex_wake(void *w, int n) { syscall(SYS_futex, w, FUTEX_WAKE_PRIVATE, n, NULL, NULL, 0); }
+  _Atomic int left;          /* parts not finished */
+} P = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER,
+       PTHREAD_COND_INITIALIZER, 0, 1, 0, NULL, NULL, 0, 0, 0}; /* gen from 1: 0 is "the end" */
 
 static __thread int in_job; /* this thread is running a part or waiting for its job */
 
@@ -70,7 +53,11 @@ static void take_parts(uint64_t g) {
     /* The part is ours, so job g cannot end before it does: fn, ctx and
      * nparts are still g's. */
     P.fn(P.ctx, (int)(uint32_t)t, atomic_load(&P.nparts));
-    if (atomic_fetch_sub(&P.left, 1) == 1 && atomic_load(&P.caller_asleep)) futex_wake(&P.left, 1);
+    if (atomic_fetch_sub(&P.left, 1) == 1) {
+      pthread_mutex_lock(&P.lock);
+      pthread_cond_broadcast(&P.done);
+      pthread_mutex_unlock(&P.lock);
+    }
   }
 }
 
@@ -86,19 +73,7 @@ static bool ready(uint64_t seen) {
               : atomic_load_explicit(&P.left, memory_order_acquire) <= 0;
 }
 
-/* Sleeps until ready(seen): workers on bell, the caller on left. */
-static void sleep_until(uint64_t seen) {
-  _Atomic int *count = seen ? &P.asleep : &P.caller_asleep;
-  atomic_fetch_add(count, 1);
-  for (;;) {
-    uint32_t v = seen ? atomic_load(&P.bell) : (uint32_t)atomic_load(&P.left);
-    if (ready(seen)) break;
-    futex_wait(seen ? (void *)&P.bell : (void *)&P.left, v);
-  }
-  atomic_fetch_sub(count, 1);
-}
-
-/* Spins for SPIN_NS, then sleeps. */
+/* Spins for SPIN_NS, then sleeps on go (workers) or done (the caller). */
 static void await(uint64_t seen) {
   uint64_t t0 = mmsb_now_ns();
   for (unsigned k = 1; !ready(seen); k++) {
@@ -106,7 +81,9 @@ static void await(uint64_t seen) {
     __builtin_ia32_pause();
 #endif
     if (k % 256 == 0 && mmsb_now_ns() - t0 > SPIN_NS) {
-      sleep_until(seen);
+      pthread_mutex_lock(&P.lock);
+      while (!ready(seen)) pthread_cond_wait(seen ? &P.go : &P.done, &P.lock);
+      pthread_mutex_unlock(&P.lock);
       return;
     }
   }
@@ -164,9 +141,10 @@ void mmsb_pool_run(int nparts, int threads, mmsb_part_fn fn, void *ctx) {
   atomic_store(&P.helpers, asked);
   uint64_t g = atomic_load(&P.gen) + 1;
   atomic_store(&P.ticket, (g & 0xffffffffu) << 32);
-  atomic_store(&P.gen, g);
-  atomic_fetch_add(&P.bell, 1);
-  if (atomic_load(&P.asleep)) futex_wake(&P.bell, INT_MAX);
+  pthread_mutex_lock(&P.lock);
+  atomic_store_explicit(&P.gen, g, memory_order_release);
+  pthread_cond_broadcast(&P.go);
+  pthread_mutex_unlock(&P.lock);
   in_job = 1;
   take_parts(g);
   await(0);
