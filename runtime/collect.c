@@ -76,11 +76,6 @@ typedef struct job {
   mmsb_batch *b;
 } job;
 
-static void part_range(const job *j, int part, int nparts, size_t *lo, size_t *hi) {
-  *lo = j->n * (size_t)part / (size_t)nparts;
-  *hi = j->n * (size_t)(part + 1) / (size_t)nparts;
-}
-
 /* The runs and plan of the job's page i, from its granule bits. */
 static uint32_t plan_page(const job *j, size_t i, page_runs *pr) {
   size_t plen = mmsb_region_page_len(j->r, j->pages[i] - j->p0);
@@ -111,7 +106,7 @@ static void prefetch_grans(const job *j, size_t lo, size_t hi) {
 static void size_part(void *ctx, int part, int nparts) {
   job *j = ctx;
   size_t lo, hi, bytes = 0, deltas = 0;
-  part_range(j, part, nparts, &lo, &hi);
+  mmsb_part_range(j->n, part, nparts, &lo, &hi);
   prefetch_grans(j, lo, hi);
   for (size_t i = lo; i < hi; i++) {
     if (i + AHEAD < hi) prefetch_line(j->m->gran + j->pages[i + AHEAD] * 8);
@@ -131,7 +126,7 @@ static void size_part(void *ctx, int part, int nparts) {
 static void fill_part(void *ctx, int part, int nparts) {
   job *j = ctx;
   size_t lo, hi, at = j->bytes[part], d = j->deltas[part];
-  part_range(j, part, nparts, &lo, &hi);
+  mmsb_part_range(j->n, part, nparts, &lo, &hi);
   copy_q q;
   mmsb_copy_init(&q);
   if (!j->plan) prefetch_grans(j, lo, hi); /* one pass: not touched yet */

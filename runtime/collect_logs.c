@@ -108,11 +108,10 @@ static size_t bucket_of(const lcol *c, uintptr_t a, uintptr_t *cut) {
   return b;
 }
 
-/* Counts (scatter false) or scatters (true) the pieces of one part of the
- * logs' entries; counts[part] are the counts, then the write positions. */
-static void pieces(lcol *c, int part, bool scatter) {
-  size_t *cnt = c->counts + (size_t)part * (c->nb + 2) + 1;
-  size_t lo = c->n * (size_t)part / (size_t)c->parts, hi = c->n * (size_t)(part + 1) / (size_t)c->parts;
+/* Counts (scatter false) or scatters (true) the pieces of the logs'
+ * entries [lo, hi) into cnt[b] (bucket b's count, then its next write
+ * position in pm). */
+static void pieces(lcol *c, size_t *cnt, size_t lo, size_t hi, bool scatter) {
   size_t s = 0;
   uintptr_t span = c->hi - c->lo;
   while (s + 1 < c->nsegs && c->seg_at[s + 1] <= lo) s++;
@@ -146,10 +145,10 @@ static void pieces(lcol *c, int part, bool scatter) {
  * in its area of pm (row[0]: the area's start), and scatters them. */
 static void partition_part(void *ctx, int part, int nparts) {
   lcol *c = ctx;
-  size_t nb1 = c->nb + 1, *row = c->counts + (size_t)part * (nb1 + 1);
-  size_t lo = c->n * (size_t)part / (size_t)nparts, hi = c->n * (size_t)(part + 1) / (size_t)nparts;
+  size_t nb1 = c->nb + 1, *row = c->counts + (size_t)part * (nb1 + 1), lo, hi;
+  mmsb_part_range(c->n, part, nparts, &lo, &hi);
   memset(row, 0, (nb1 + 1) * sizeof *row);
-  pieces(c, part, false);
+  pieces(c, row + 1, lo, hi, false);
   size_t at = 2 * lo;
   row[0] = at;
   for (size_t b = 0; b < nb1; b++) {
@@ -161,7 +160,7 @@ static void partition_part(void *ctx, int part, int nparts) {
     atomic_store_explicit(&c->overflow, 1, memory_order_relaxed);
     return;
   }
-  pieces(c, part, true);
+  pieces(c, row + 1, lo, hi, true);
 }
 
 /* The granule of entry x counted from base. */

@@ -289,7 +289,8 @@ typedef struct level_job {
 
 static void level_part(void *ctx, int part, int nparts) {
   level_job *j = ctx;
-  size_t lo = j->n * (size_t)part / (size_t)nparts, hi = j->n * (size_t)(part + 1) / (size_t)nparts;
+  size_t lo, hi;
+  mmsb_part_range(j->n, part, nparts, &lo, &hi);
   for (size_t i = lo; i < hi; i++) j->status[i] = prepare_and_run(j->nodes[i]);
 }
 

@@ -33,6 +33,11 @@ typedef void (*mmsb_part_fn)(void *ctx, int part, int nparts);
 /* Runs fn(ctx, i, nparts) for every part i, on the caller and up to
  * threads - 1 of the pool's threads; returns when all are done. */
 void mmsb_pool_run(int nparts, int threads, mmsb_part_fn fn, void *ctx);
+/* Part `part` of `nparts` of the items [0, n): [*lo, *hi). */
+static inline void mmsb_part_range(size_t n, int part, int nparts, size_t *lo, size_t *hi) {
+  *lo = n * (size_t)part / (size_t)nparts;
+  *hi = n * (size_t)(part + 1) / (size_t)nparts;
+}
 /* Online CPUs, at most 16: the default of commit_threads. */
 int mmsb_default_threads(void);
 /* Copies len bytes from src to dst and sets offs[i] = index[i] - base for

@@ -175,10 +175,10 @@ typedef struct stage_job {
 
 static void stage_part(void *ctx, int part, int nparts) {
   stage_job *c = ctx;
-  size_t lo = c->len * (size_t)part / (size_t)nparts, hi = c->len * (size_t)(part + 1) / (size_t)nparts;
+  size_t lo, hi;
+  mmsb_part_range(c->len, part, nparts, &lo, &hi);
   memcpy(c->dst + lo, c->src + lo, hi - lo);
-  lo = c->n * (size_t)part / (size_t)nparts;
-  hi = c->n * (size_t)(part + 1) / (size_t)nparts;
+  mmsb_part_range(c->n, part, nparts, &lo, &hi);
   for (size_t i = lo; i < hi; i++) c->offs[i] = (uint32_t)(c->index[i] - c->base);
 }
 
