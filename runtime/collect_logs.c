@@ -372,8 +372,9 @@ static size_t runs_upto(const grun *rs, size_t n, uintptr_t g, bool ends) {
 
 /* Copies bucket b's pieces from the parts' areas to its place in ents. */
 static void gather(lcol *c, size_t b) {
+  if (c->pm == c->ents) return; /* one part: its area is the buckets */
   uint64_t *e = c->ents + c->bstart[b];
-  for (int p = 0; p < c->parts && c->pm != c->ents; p++) {
+  for (int p = 0; p < c->parts; p++) {
     const size_t *row = c->counts + (size_t)p * (c->nb + 2);
     memcpy(e, c->pm + row[b], (row[b + 1] - row[b]) * sizeof *e);
     e += row[b + 1] - row[b];
@@ -594,7 +595,7 @@ static bool partition(lcol *c, const mmsb_bus *bus, int threads) {
   for (size_t b = 0; b < c->nb; b++)
     if (c->bstart[b + 1] - c->bstart[b] > BUCKET_MAX) return false;
   if ((c->parts > 1 && !GROW(ents, c->total)) || !GROW(tmp, c->total) || !GROW(runs, c->total) ||
-      make_units(c, bus) || !GROW(cum, c->nunits + c->nb + 1))
+      make_units(c, bus) || !GROW(cum, c->nunits + 1))
     return false;
   c->ents = c->parts > 1 ? B.ents : B.pm; /* one part: its area is in bucket order */
   c->tmp = B.tmp;
@@ -615,8 +616,7 @@ static size_t size_units(lcol *c, int threads, size_t *deltas) {
   c->one = parts == 1;
   c->sp_b = B.sp_b;
   c->sp_u = B.sp_u;
-  for (size_t b = 0; b <= c->nb; b++) B.cum[b] = c->bstart[b]; /* sort parts: equal entries */
-  cut_parts(c->sp_b, c->sparts, c->nb, B.cum);
+  cut_parts(c->sp_b, c->sparts, c->nb, c->bstart); /* sort parts: equal entries */
   mmsb_pool_run(c->sparts, threads, sort_part, c);
   if (c->one) {
     *deltas = c->bound_deltas;
