@@ -270,11 +270,12 @@ bool mmsb_op_valid(int op, int type);
 /* ---- commit.c / verify.c / accumulate.c ---- */
 int mmsb_collect_region(mmsb_bus *bus, mmsb_region *r, mmsb_batch *b);
 /* Collects every region of the bus into b, from the mark logs when all
- * pending marks are still there, else from the bitmaps; mmsb_mark_lock. */
+ * pending marks are still there, else from the bitmaps; the logs locked
+ * (mmsb_logs_lock). */
 int mmsb_collect_all(mmsb_bus *bus, mmsb_batch *b);
 /* The first way (collect_logs.c); MMSB_COLLECT_BITMAPS when memory is
- * short or the marks crowd into one bucket, before it took them: they are
- * still in the logs. */
+ * short, the marks crowd into one bucket or are cut into too many pieces,
+ * before it took them: they are still in the logs. */
 #define MMSB_COLLECT_BITMAPS 1
 int mmsb_collect_logs(mmsb_bus *bus, mmsb_batch *b);
 int mmsb_verify_region_init(mmsb_region *r);

@@ -11,10 +11,10 @@
  * lock, which a collection takes too (mmsb_logs_lock): under the global
  * lock, threads storing at once waited for each other's refills (sixteen
  * threads storing 1e-3 of a GiB each on the H200's VM: 62-117 ns a store,
- * 57-83 ns with the log's own lock).  An emptied log keeps its memory but counts as
- * LOG_ENTRIES long again, so that each epoch's repeats are dropped early (a
- * log grown by a large epoch would otherwise take the next epoch's hot
- * words a million times before it first filled).  An epoch whose marks all
+ * 57-83 ns with the log's own lock).  An emptied log keeps its memory but
+ * counts as LOG_ENTRIES long again, so that each epoch's repeats are
+ * dropped early (a log grown by a large epoch would otherwise take the next
+ * epoch's hot words a million times before it first filled).  An epoch whose marks all
  * stayed in the logs is collected from them (collect_logs.c), one whose
  * marks went into the bitmaps from those (collect.c).  A thread that exits
  * folds its log first.
@@ -248,28 +248,28 @@ static size_t grown(size_t cap) { return 2 * cap < log_max() ? 2 * cap : log_max
  * repeats, or extends it into memory it has, or grows it.  False when none
  * of those made room: the log must be folded. */
 static bool make_room(thread_log *t) {
-  size_t len = (size_t)(__mmsb_log.end - t->buf); /* where it counted as full */
+  __mmsb_log_t *log = t->log;
+  size_t len = (size_t)(log->end - t->buf); /* where it counted as full */
   if (t->recent && (len <= FILTER_ALWAYS || t->dropping)) {
-    size_t chunk = (size_t)(t->log->pos - t->filtered);
-    t->log->pos = drop_repeats(t, t->filtered, t->log->pos);
-    t->dropping = (chunk - (size_t)(t->log->pos - t->filtered)) * 8 >= chunk;
+    size_t chunk = (size_t)(log->pos - t->filtered);
+    log->pos = drop_repeats(t, t->filtered, log->pos);
+    t->dropping = (chunk - (size_t)(log->pos - t->filtered)) * 8 >= chunk;
   }
-  t->filtered = t->log->pos;
-  size_t used = (size_t)(t->log->pos - t->buf);
-  uint64_t *b;
+  t->filtered = log->pos;
+  size_t used = (size_t)(log->pos - t->buf);
   if (used <= len / 2) return true; /* repeats made room */
   if (len < t->cap) { /* memory from an earlier epoch */
-    __mmsb_log.end = t->buf + (2 * len < t->cap ? 2 * len : t->cap);
+    log->end = t->buf + (2 * len < t->cap ? 2 * len : t->cap);
     return true;
   }
-  if (t->cap < log_max() && t->buf != fallback && (b = realloc(t->buf, grown(t->cap) * sizeof *b))) {
-    t->buf = b; /* room for twice as many: the marks stay in the log */
-    t->cap = grown(t->cap);
-    t->filtered = t->log->pos = b + used;
-    __mmsb_log.end = b + t->cap;
-    return true;
-  }
-  return false;
+  size_t cap = grown(t->cap);
+  uint64_t *b = cap > t->cap && t->buf != fallback ? realloc(t->buf, cap * sizeof *b) : NULL;
+  if (!b) return false;
+  t->buf = b; /* room for twice as many: the marks stay in the log */
+  t->cap = cap;
+  t->filtered = log->pos = b + used;
+  log->end = b + cap;
+  return true;
 }
 
 uint64_t *__mmsb_log_refill(void) {
