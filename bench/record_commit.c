@@ -6,8 +6,8 @@
  * of a 1 GiB region, a dense sequential loop over 64 MiB, hot spots
  * (500 000 stores cycling over 1 or 100 words: counters), and threads
  * storing at once (each 1e-3 of the region's words, so that every thread's
- * log fills, drops repeats and grows several times an epoch).  Methods, in the
- * same run:
+ * log fills, drops repeats and grows several times an epoch).  Methods, in
+ * the same run:
  *   plain     stores with no tracking (the floor for the store loop)
  *   mmsb      the stores with the fast path the pass emits (inline range
  *             check, append to the thread's mark log), then mmsb_commit;
@@ -227,62 +227,88 @@ static void run_hot(bench_out *o, size_t hot, uint64_t *mm, uint64_t *plain) {
 }
 
 /* T threads store at once, each n random words; the store phase's wall
- * time against the same with plain stores.  A log that fills takes only its
- * own lock, so the threads should not wait for each other. */
-typedef struct store_job {
-  uint64_t *dst;
-  const uint64_t *idx;
+ * time against the same with plain stores.  The threads live across the
+ * epochs, as a program's workers do: their logs are collected by the
+ * commit (a thread that exits folds its log into the bitmaps, which no
+ * timer here would see).  A log that fills takes only its own lock, so the
+ * threads should not wait for each other. */
+typedef struct store_crew {
+  int t;
   size_t n;
-  int tracked;
-  pthread_barrier_t *go;
-} store_job;
+  uint64_t *mm, *plain;
+  const uint64_t *idx; /* this rep's indices, t * n */
+  int tracked, stop;   /* set by the main thread between phases */
+  pthread_barrier_t go, done;
+  double t0[16], t1[16]; /* each thread's start and end of the phase */
+} store_crew;
+
+typedef struct store_arg {
+  store_crew *c;
+  int k;
+} store_arg;
 
 static void *store_thread(void *arg) {
-  store_job *j = arg;
-  pthread_barrier_wait(j->go);
-  if (j->tracked)
-    for (size_t i = 0; i < j->n; i++) tracked_store8(&j->dst[j->idx[i]], i);
-  else
-    for (size_t i = 0; i < j->n; i++) j->dst[j->idx[i]] = i;
-  pthread_barrier_wait(j->go);
-  return NULL;
+  store_arg *a = arg;
+  store_crew *c = a->c;
+  for (;;) {
+    pthread_barrier_wait(&c->go);
+    if (c->stop) return NULL;
+    const uint64_t *idx = c->idx + (size_t)a->k * c->n;
+    c->t0[a->k] = bench_now_ms();
+    if (c->tracked)
+      for (size_t i = 0; i < c->n; i++) tracked_store8(&c->mm[idx[i]], i);
+    else
+      for (size_t i = 0; i < c->n; i++) c->plain[idx[i]] = i;
+    c->t1[a->k] = bench_now_ms();
+    pthread_barrier_wait(&c->done);
+  }
 }
 
-/* Wall time of one store phase of `t` threads (t <= 64). */
-static double store_phase(int t, uint64_t *dst, const uint64_t *idx, size_t n, int tracked) {
-  pthread_barrier_t go;
-  pthread_barrier_init(&go, NULL, (unsigned)t + 1);
-  pthread_t th[64];
-  store_job j[64];
-  for (int k = 0; k < t; k++) {
-    j[k] = (store_job){dst, idx + (size_t)k * n, n, tracked, &go};
-    pthread_create(&th[k], NULL, store_thread, &j[k]);
+/* Wall time of one store phase of the crew, from the first thread's start
+ * to the last one's end, as the threads see them (with as many threads as
+ * cores, the main thread may get back on a core only after they are done). */
+static double store_phase(store_crew *c, int tracked) {
+  c->tracked = tracked;
+  pthread_barrier_wait(&c->go);
+  pthread_barrier_wait(&c->done);
+  double t0 = c->t0[0], t1 = c->t1[0];
+  for (int k = 1; k < c->t; k++) {
+    t0 = c->t0[k] < t0 ? c->t0[k] : t0;
+    t1 = c->t1[k] > t1 ? c->t1[k] : t1;
   }
-  pthread_barrier_wait(&go);
-  double t0 = bench_now_ms();
-  pthread_barrier_wait(&go);
-  double ms = bench_now_ms() - t0;
-  for (int k = 0; k < t; k++) pthread_join(th[k], NULL);
-  pthread_barrier_destroy(&go);
-  return ms;
+  return t1 - t0;
 }
 
 static void run_threads(bench_out *o, uint64_t *mm, uint64_t *plain) {
-  enum { REPS = 5 };
+  enum { REPS = 5, MAXT = 16 };
   long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
-  int t = ncpu < 2 ? 2 : ncpu > 16 ? 16 : (int)ncpu;
+  int t = ncpu < 2 ? 2 : ncpu > MAXT ? MAXT : (int)ncpu;
   size_t words = GIB / 8, n = words / 1000;
   uint64_t *idx = malloc((size_t)t * n * sizeof *idx);
   if (!idx) return;
+  store_crew c = {.t = t, .n = n, .mm = mm, .plain = plain, .idx = idx};
+  pthread_barrier_init(&c.go, NULL, (unsigned)t + 1);
+  pthread_barrier_init(&c.done, NULL, (unsigned)t + 1);
+  pthread_t th[MAXT];
+  store_arg args[MAXT];
+  for (int k = 0; k < t; k++) {
+    args[k] = (store_arg){&c, k};
+    pthread_create(&th[k], NULL, store_thread, &args[k]);
+  }
   double tp[REPS], tm[REPS], cm[REPS];
   for (int r = 0; r < REPS; r++) {
     fill_indices(idx, (size_t)t * n, words, 77 + (uint64_t)r);
-    tp[r] = store_phase(t, plain, idx, n, 0);
-    tm[r] = store_phase(t, mm, idx, n, 1);
-    double t0 = bench_now_ms();
+    tp[r] = store_phase(&c, 0);
+    tm[r] = store_phase(&c, 1);
+    double t0 = bench_now_ms(); /* the crew waits at go: quiescent */
     mmsb_commit(NULL, NULL);
     cm[r] = bench_now_ms() - t0;
   }
+  c.stop = 1;
+  pthread_barrier_wait(&c.go);
+  for (int k = 0; k < t; k++) pthread_join(th[k], NULL);
+  pthread_barrier_destroy(&c.go);
+  pthread_barrier_destroy(&c.done);
   double p = bench_median(tp, REPS);
   bench_row *row = bench_add(o, "threads=%d x 1e-3 of 1GiB plain", t);
   bench_metric(row, "stores", (double)t * (double)n);
