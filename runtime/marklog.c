@@ -9,15 +9,16 @@
  * limit; at the limit the thread takes mmsb_mark_lock and folds it into the
  * window bitmaps.  Dropping repeats and growing take only the log's own
  * lock, which a collection takes too (mmsb_logs_lock): under the global
- * lock, threads storing at once waited for each other's refills (sixteen
- * threads storing 1e-3 of a GiB each on the H200's VM: 62-117 ns a store,
- * 57-83 ns with the log's own lock).  An emptied log keeps its memory but
- * counts as LOG_ENTRIES long again, so that each epoch's repeats are
- * dropped early (a log grown by a large epoch would otherwise take the next
- * epoch's hot words a million times before it first filled).  An epoch whose marks all
- * stayed in the logs is collected from them (collect_logs.c), one whose
- * marks went into the bitmaps from those (collect.c).  A thread that exits
- * folds its log first.
+ * lock, threads storing at once waited for each other's refills, each up to
+ * a few hundred microseconds for a large log (record_commit's threads case;
+ * two threads on the CPU machine show no difference, more were not measured
+ * soundly).  An emptied log keeps its memory but counts as LOG_ENTRIES
+ * long again, so that each epoch's repeats are dropped early (a log grown
+ * by a large epoch would otherwise take the next epoch's hot words a
+ * million times before it first filled).  An epoch whose marks all stayed
+ * in the logs is collected from them (collect_logs.c), one whose marks
+ * went into the bitmaps from those (collect.c).  A thread that exits folds
+ * its log first.
  */
 #include "internal.h"
 
