@@ -9,6 +9,13 @@
 // cudaMemcpyAsync and applied by one launch: one warp per page (its deltas
 // in order), whole pages and runs copied cooperatively by the lanes, with the
 // same per-page code as the host backend (include/mmsb/page_apply.h).
+// A small batch is not copied at all (up to MMSB_ZERO_COPY bytes of
+// staging, default ZERO_COPY_MAX): the staging is mapped pinned memory, and
+// the kernel reads it over PCIe, each warp pulling its delta into shared
+// memory with a few wide reads first.  That saves the copy call and the
+// DMA's start (~10-40 us of a 1e-5 epoch on the H200's VM, against the
+// kernel's few round trips); past a few hundred KB, one DMA moves the
+// bytes faster than many warps' small reads.
 // diff: a first kernel counts each page's changed granules (one block per
 // page, warp ballots); two exclusive prefix sums (CUB) over the counts give
 // each changed page its slot and each changed granule its place; a second
@@ -34,6 +41,7 @@ namespace {
 
 struct Stage {
   uint8_t *host = nullptr, *dev = nullptr; // pinned / device
+  uint8_t *mapped = nullptr;               // host, as the device addresses it
   size_t cap = 0;
   bool pending = false; // work that reads it was queued since the last stream sync
 };
@@ -87,6 +95,31 @@ int cuda_err(cudaError_t e, const char *what) {
 constexpr unsigned WARPS = 8;      // warps (pages) a block
 constexpr uint32_t RUN_CHUNK = 64; // run starts a warp finds at a time
 
+constexpr uint32_t NEAR = 256;     // bytes of a delta a warp pulls from host memory
+constexpr uint32_t NEAR_FIRST = 64; // pulled before the header is read
+
+// Delta `off` of staging `bytes` (mapped host memory whose first `blen`
+// bytes may be read, blen a multiple of 4) copied into the warp's shared
+// buffer buf by 4-byte reads, all of a round trip at once; returns where
+// to parse it.  The header's fields, read one by one from host memory,
+// were a PCIe round trip each.  A delta over NEAR bytes (whole pages:
+// already read 16 bytes a lane) is read where it is.
+__device__ const uint8_t *pull(const uint8_t *bytes, size_t blen, uint32_t off, uint32_t *buf) {
+  unsigned lane = threadIdx.x & 31;
+  size_t a0 = off & ~3u, lead = off - a0;
+  const uint32_t *src = (const uint32_t *)(bytes + a0);
+  if (lane < NEAR_FIRST / 4 && a0 + lane * 4 < blen) buf[lane] = src[lane];
+  __syncwarp();
+  const uint8_t *d = (const uint8_t *)buf + lead;
+  uint32_t body;
+  memcpy(&body, d + 20, 4);
+  size_t need = lead + MMSB_DELTA_HDR + (size_t)body;
+  if (need > NEAR) return bytes + off; // uniform across the warp
+  for (uint32_t i = NEAR_FIRST / 4 + lane; i * 4 < need && a0 + i * 4 < blen; i += 32) buf[i] = src[i];
+  __syncwarp();
+  return d;
+}
+
 // One delta, applied by the calling warp; start: the warp's shared scratch.
 __device__ void apply_delta(uint8_t *base, size_t size, const uint8_t *d, uint32_t *start) {
   unsigned lane = threadIdx.x & 31;
@@ -132,16 +165,19 @@ __device__ void apply_delta(uint8_t *base, size_t size, const uint8_t *d, uint32
 }
 
 // A warp per page: the page's deltas (adjacent in offs) in order; group
-// NULL: one delta a page.
-__global__ void apply_kernel(uint8_t *base, size_t size, const uint8_t *bytes,
-                             const uint32_t *offs, const uint32_t *group, uint32_t ngroups) {
+// NULL: one delta a page.  mapped: bytes (blen of them) are host memory.
+__global__ void apply_kernel(uint8_t *base, size_t size, const uint8_t *bytes, size_t blen,
+                             bool mapped, const uint32_t *offs, const uint32_t *group,
+                             uint32_t ngroups) {
   __shared__ uint32_t start[WARPS][RUN_CHUNK];
+  __shared__ uint32_t near[WARPS][NEAR / 4];
   unsigned warp = threadIdx.x >> 5;
   size_t g = (size_t)blockIdx.x * WARPS + warp;
   if (g >= ngroups) return; // the whole warp
   uint32_t k0 = group ? group[g] : (uint32_t)g, k1 = group ? group[g + 1] : (uint32_t)g + 1;
   for (uint32_t k = k0; k < k1; k++) {
-    apply_delta(base, size, bytes + offs[k], start[warp]);
+    uint32_t off = offs[k];
+    apply_delta(base, size, mapped ? pull(bytes, blen, off, near[warp]) : bytes + off, start[warp]);
     __syncwarp();
   }
 }
@@ -220,6 +256,18 @@ __global__ void diff_emit(const uint8_t *cur, uint8_t *prev, size_t size, const 
     }
     before += __popcll(word);
   }
+}
+
+// Staging bytes up to which batches are read in place (MMSB_ZERO_COPY;
+// 0: always copied).
+constexpr size_t ZERO_COPY_MAX = 256 << 10;
+
+size_t zero_copy_max() {
+  static size_t v = [] {
+    const char *e = getenv("MMSB_ZERO_COPY");
+    return e && *e ? (size_t)strtoull(e, nullptr, 10) : ZERO_COPY_MAX;
+  }();
+  return v;
 }
 
 int c_open(int device, void **out) {
@@ -317,9 +365,10 @@ int c_apply(void *p, void *dptr, size_t size, const uint8_t *bytes, size_t len,
   if (!rc && need > st.cap) {
     cudaFreeHost(st.host);
     cudaFree(st.dev);
-    st.host = st.dev = nullptr;
+    st.host = st.dev = st.mapped = nullptr;
     size_t cap = need + need / 2;
-    rc = cuda_err(cudaHostAlloc(&st.host, cap, cudaHostAllocDefault), "pinned staging");
+    rc = cuda_err(cudaHostAlloc(&st.host, cap, cudaHostAllocMapped), "pinned staging");
+    if (!rc) rc = cuda_err(cudaHostGetDevicePointer((void **)&st.mapped, st.host, 0), "mapped staging");
     if (!rc) rc = cuda_err(cudaMalloc(&st.dev, cap), "device staging");
     st.cap = rc ? 0 : cap;
   }
@@ -337,12 +386,15 @@ int c_apply(void *p, void *dptr, size_t size, const uint8_t *bytes, size_t len,
   if (one_per_page) ng = (uint32_t)n; // groups of one: the kernel needs no group array
   else group[ng] = (uint32_t)n;
   need = olen + (n + (one_per_page ? 0 : ng + 1)) * sizeof(uint32_t);
-  rc = cuda_err(cudaMemcpyAsync(st.dev, st.host, need, cudaMemcpyHostToDevice, s->s), "send deltas");
+  bool mapped = need <= zero_copy_max();
+  if (!mapped)
+    rc = cuda_err(cudaMemcpyAsync(st.dev, st.host, need, cudaMemcpyHostToDevice, s->s), "send deltas");
   if (rc) return rc;
-  st.pending = true; // the copy reads st.host from now on
+  st.pending = true; // the copy or the kernel reads st.host from now on
+  uint8_t *src = mapped ? st.mapped : st.dev;
   apply_kernel<<<(ng + WARPS - 1) / WARPS, WARPS * 32, 0, s->s>>>(
-      (uint8_t *)dptr, size, st.dev, (const uint32_t *)(st.dev + olen),
-      one_per_page ? nullptr : (const uint32_t *)(st.dev + olen) + n, ng);
+      (uint8_t *)dptr, size, src, olen, mapped, (const uint32_t *)(src + olen),
+      one_per_page ? nullptr : (const uint32_t *)(src + olen) + n, ng);
   return cuda_err(cudaGetLastError(), "apply kernel");
 }
 

@@ -45,7 +45,8 @@ enum {
   PART_MIN = 2048,    /* entries a part of the partition has at least */
   MAX_PARTS = 64,
   INSERTION_MAX = 32, /* buckets this small sort by insertion */
-  GROUPED_MAX = 192,  /* buckets this small sort in 256 groups first */
+  GROUP_BITS_MIN = 8, /* a bucket sorts in 2^8 .. 2^12 groups first, */
+  GROUP_BITS_MAX = 12, /* ~3/4 of an entry a group at most */
   /* A bucket with more entries than this makes the epoch go to the
    * bitmaps: one thread would sort it (hot words whose repeats the logs'
    * table did not catch, or all stores in a small part of a large span),
@@ -200,41 +201,45 @@ static void radix_lsd(uint64_t *a, uint64_t *t, size_t n, uintptr_t base, unsign
 }
 
 /* Sorts e[0..n) by granule (keys below 2^bits; n at most BUCKET_MAX),
- * through tmp.  One counting pass on the key's top 8 bits puts the entries
- * in groups; when every group is small, as a bucket's are (~128 entries
- * over 256 groups), one insertion pass over them all copies them back in
- * order, each entry moving within its group at most.  A large group is
- * sorted by LSD radix on the rest of the key.  More than GROUPED_MAX
- * entries (groups of one or more on average; an epoch sorted in one
- * bucket) take an LSD radix sort on the whole key: it was faster there.
- * For a bucket of 128 entries over 2^17 granules, the full LSD radix took
- * three passes of a count array (1.08 -> 0.70 ms for 1024 such buckets on
- * the CPU machine); an insertion sort per group was slower, branching
+ * through tmp.  One counting pass on the key's top bits puts the entries
+ * in 2^gb groups, gb the fewest bits (8 to 12) that give at most 3/4 of an
+ * entry a group; when every group is then small, one insertion pass over
+ * them all copies them back in order, each entry moving within its group
+ * at most.  A large group is sorted by LSD radix on the rest of the key.
+ * A bucket too large for 2^12 groups (a one-thread epoch of over 3 072
+ * entries) takes an LSD radix sort on the whole key.  For a bucket of 128
+ * entries over 2^17 granules, the full LSD radix took three passes of a
+ * count array (1.08 -> 0.70 ms for 1024 such buckets on the CPU machine);
+ * for the single bucket of a 1e-5 epoch (1 342 entries over 2^27
+ * granules), four.  An insertion sort per group was slower, branching
  * unpredictably on the groups' sizes. */
 static void sort_bucket(uint64_t *e, uint64_t *tmp, size_t n, uintptr_t base, unsigned bits) {
   if (n <= INSERTION_MAX) {
     insert_sorted(e, e, n, base);
     return;
   }
-  if (n > GROUPED_MAX) {
+  unsigned gb = GROUP_BITS_MIN;
+  while (gb <= GROUP_BITS_MAX && n > ((size_t)3 << gb) / 4) gb++;
+  if (gb > GROUP_BITS_MAX) {
     radix_lsd(e, tmp, n, base, bits);
     return;
   }
-  unsigned top = bits > 8 ? bits - 8 : 0;
-  uint32_t at[257] = {0}, pos[256], most = 0;
+  unsigned top = bits > gb ? bits - gb : 0;
+  size_t ng = (size_t)1 << gb;
+  uint32_t at[((size_t)1 << GROUP_BITS_MAX) + 1], most = 0;
+  memset(at, 0, (ng + 1) * sizeof *at);
   for (size_t i = 0; i < n; i++) at[(key_of(e[i], base) >> top) + 1]++;
-  for (size_t k = 0; k < 256; k++) {
+  for (size_t k = 0; k < ng; k++) {
     most = at[k + 1] > most ? at[k + 1] : most;
     at[k + 1] += at[k];
   }
-  memcpy(pos, at, sizeof pos);
-  for (size_t i = 0; i < n; i++) tmp[pos[key_of(e[i], base) >> top]++] = e[i];
-  if (most <= INSERTION_MAX) {
+  for (size_t i = 0; i < n; i++) tmp[at[key_of(e[i], base) >> top]++] = e[i];
+  if (most <= INSERTION_MAX) { /* at[k] is now group k's end */
     insert_sorted(e, tmp, n, base);
     return;
   }
-  for (size_t k = 0; k < 256; k++) {
-    uint32_t g = at[k], m = at[k + 1] - g;
+  for (size_t k = 0, g = 0; k < ng; g = at[k++]) {
+    uint32_t m = at[k] - (uint32_t)g;
     if (m <= INSERTION_MAX) {
       insert_sorted(e + g, tmp + g, m, base);
     } else {

@@ -320,6 +320,38 @@ static void test_clustered_group(void) {
   CHECK_OK(mmsb_bus_close(bus));
 }
 
+/* One commit thread sorts the epoch in one bucket: in 2^8 .. 2^12 groups
+ * up to 3 072 entries, by LSD radix over that.  Epochs of sizes on both
+ * sides of each step, random 8-byte stores over a 48 MiB region, some
+ * twice: MMSB_VERIFY checks every changed byte has its delta, and the
+ * deltas must come in page order. */
+static void test_one_bucket_sizes(void) {
+  static const size_t sizes[] = {33, 192, 193, 384, 385, 1536, 1537, 3072, 3073, 20000};
+  mmsb_bus *bus;
+  mmsb_region *r;
+  size_t words = (48u << 20) / 8;
+  open_verify_bus("onebucket", words * 8, 1, &bus, &r);
+  uint64_t *d = mmsb_region_data(r);
+  CHECK_OK(mmsb_commit(bus, NULL)); /* a new bus starts on the bitmaps */
+  mmsb_stats before, after;
+  CHECK_OK(mmsb_stats_get(bus, &before));
+  for (size_t k = 0; k < sizeof sizes / sizeof *sizes; k++) {
+    for (size_t i = 0; i < sizes[k]; i++) {
+      size_t w = rng_below(&seed, words);
+      d[w] = rng_next(&seed);
+      __mmsb_store8(&d[w]);
+    }
+    CHECK_OK(mmsb_commit(bus, NULL));
+    CHECK(mmsb_verify_last(bus) == 0);
+    uint64_t runs = 0, whole = 0;
+    check_order(mmsb_last_batch(bus), &runs, &whole);
+    CHECK(runs >= mmsb_batch_count(mmsb_last_batch(bus)) && runs <= sizes[k]);
+  }
+  CHECK_OK(mmsb_stats_get(bus, &after));
+  CHECK(after.log_commits == before.log_commits + sizeof sizes / sizeof *sizes);
+  CHECK_OK(mmsb_bus_close(bus));
+}
+
 /* Another bus's region inside this bus's span: its marks are folded for
  * it, once.  Bus A has a1 and a2, bus B has b1 between them (created in
  * that order).  Epoch 1 stores into all three; epoch 2 only into a2, so
@@ -562,6 +594,7 @@ int main(void) {
   test_hot_words(30 * test_scale());
   test_crowded_bucket();
   test_clustered_group();
+  test_one_bucket_sizes();
   test_pieces_overflow();
   test_logs_of_threads(20 * test_scale());
   test_verify_catches();
