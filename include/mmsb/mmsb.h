@@ -322,7 +322,9 @@ typedef struct mmsb_mirror mmsb_mirror;
 /* A copy of region r on a CUDA device (device -1: the bus's MMSB_DEVICE),
  * uploaded now and kept at the bus's epoch by every commit: the region's
  * deltas are packed into pinned staging memory (double-buffered), sent in
- * one asynchronous copy and applied by a kernel on the mirror's stream.
+ * one asynchronous copy and applied by a kernel on the mirror's stream (an
+ * epoch of up to MMSB_ZERO_COPY bytes of staging, 256 KiB by default, is
+ * not copied: the kernel reads it from the pinned memory over the bus).
  * Any thread may commit: the backend makes the mirror's device current for
  * its own calls and then restores the calling thread's.  Without CUDA or a
  * GPU the same API runs a host backend with the same per-page code.
