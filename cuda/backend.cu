@@ -13,9 +13,10 @@
 // staging, default ZERO_COPY_MAX): the staging is mapped pinned memory, and
 // the kernel reads it over PCIe, each warp pulling its delta into shared
 // memory with a few wide reads first.  That saves the copy call and the
-// DMA's start (~10-40 us of a 1e-5 epoch on the H200's VM, against the
-// kernel's few round trips); past a few hundred KB, one DMA moves the
-// bytes faster than many warps' small reads.
+// DMA's start, less the kernel's few round trips: a few microseconds of a
+// 1e-5 epoch's ~75 on the H200's VM (docs/performance.md, step 31).  At
+// 1e-4 (0.59 MB) reading in place was no faster than one DMA, and many
+// warps' small reads of a larger epoch cost more.
 // diff: a first kernel counts each page's changed granules (one block per
 // page, warp ballots); two exclusive prefix sums (CUB) over the counts give
 // each changed page its slot and each changed granule its place; a second
