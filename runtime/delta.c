@@ -30,19 +30,6 @@ bool mmsb_op_valid(int op, int type) {
   return !(op >= MMSB_OP_OR && (type == MMSB_T_F32 || type == MMSB_T_F64));
 }
 
-void mmsb_delta_write_header(uint8_t *o, uint32_t region, uint64_t page, int op,
-                             int type, int whole, uint32_t nruns,
-                             uint32_t body_len) {
-  wr32(o, region);
-  o[4] = (uint8_t)op;
-  o[5] = (uint8_t)type;
-  o[6] = whole ? MMSB_FORM_PAGE : MMSB_FORM_RUNS;
-  o[7] = 0;
-  wr64(o + 8, page);
-  wr32(o + 16, nruns);
-  wr32(o + 20, body_len);
-}
-
 /* Checks a body against its header: runs in order, inside the page, whole
  * elements for accumulating ops, and exactly body_len bytes. */
 static int check_body(const mmsb_delta *d) {

@@ -35,11 +35,48 @@ static inline void mmsb_copy_init(copy_q *q) { q->runs = q->whole = q->n = 0; }
 /* Flushes q and adds its counts to b's (parts of a collection run at once). */
 void mmsb_copy_done(copy_q *q, mmsb_batch *b);
 
+/* Queues a copy of len bytes from src to dst. */
+static inline void mmsb_copy_push(copy_q *q, uint8_t *dst, const uint8_t *src, size_t len) {
+  q->c[q->n].dst = dst;
+  q->c[q->n].src = src;
+  q->c[q->n++].len = len;
+}
+
 /* The plan of a page's delta: its body size (0: no delta), with
  * PLAN_WHOLE when runs would take at least the page's plen bytes. */
-uint32_t mmsb_runs_plan(const page_runs *pr, size_t plen);
+static inline uint32_t mmsb_runs_plan(const page_runs *pr, size_t plen) {
+  size_t body = 0;
+  for (uint32_t i = 0; i < pr->n; i++) body += MMSB_RUN_HDR + pr->len[i];
+  return body >= plen ? (uint32_t)plen | PLAN_WHOLE : (uint32_t)body;
+}
+
 /* Writes the delta of region page `page` with runs pr and plan at o; its
- * bytes are queued on q.  Returns the delta's length. */
-size_t mmsb_emit_runs(uint8_t *o, const mmsb_region *r, size_t page, const page_runs *pr,
-                      uint32_t plan, copy_q *q);
+ * bytes are queued on q.  Returns the delta's length.  Inline, with the
+ * plan and the header writer: collection calls them for every dirty page
+ * (as calls into other files, a one-thread fill of a 1e-4 epoch took
+ * 278-293 us on the CPU machine; inline, 250-278). */
+static inline size_t mmsb_emit_runs(uint8_t *o, const mmsb_region *r, size_t page,
+                                    const page_runs *pr, uint32_t plan, copy_q *q) {
+  size_t plen = mmsb_region_page_len(r, page);
+  const uint8_t *src = r->data + page * MMSB_PAGE_SIZE;
+  uint8_t *w = o + MMSB_DELTA_HDR;
+  bool whole = plan & PLAN_WHOLE;
+  uint32_t body = plan & ~PLAN_WHOLE;
+  if (q->n + GRANS_PER_PAGE / 2 > COPY_MAX) mmsb_copy_flush(q);
+  if (whole) {
+    mmsb_copy_push(q, w, src, plen);
+  } else {
+    for (uint32_t i = 0; i < pr->n; i++) {
+      memcpy(w, &pr->off[i], 2);
+      memcpy(w + 2, &pr->len[i], 2);
+      mmsb_copy_push(q, w + MMSB_RUN_HDR, src + pr->off[i], pr->len[i]);
+      w += MMSB_RUN_HDR + pr->len[i];
+    }
+  }
+  q->runs += whole ? 1 : pr->n;
+  q->whole += whole;
+  mmsb_delta_write_header(o, r->id, page, MMSB_OP_ASSIGN, MMSB_T_BYTES, whole,
+                          whole ? 0 : pr->n, body);
+  return MMSB_DELTA_HDR + body;
+}
 #endif

@@ -249,9 +249,20 @@ int mmsb_batch_view(const void *bytes, size_t len, mmsb_batch *b);
 void mmsb_batch_view_free(mmsb_batch *b);
 void mmsb_batch_delta_trusted(const mmsb_batch *b, size_t i, mmsb_delta *d);
 void mmsb_batch_reset(mmsb_batch *b);
-void mmsb_delta_write_header(uint8_t *out, uint32_t region, uint64_t page,
-                             int op, int type, int whole, uint32_t nruns,
-                             uint32_t body_len);
+/* Writes a delta's 24-byte header (docs/format.md).  Inline: collection
+ * writes one for every dirty page. */
+static inline void mmsb_delta_write_header(uint8_t *o, uint32_t region, uint64_t page, int op,
+                                           int type, int whole, uint32_t nruns,
+                                           uint32_t body_len) {
+  memcpy(o, &region, 4);
+  o[4] = (uint8_t)op;
+  o[5] = (uint8_t)type;
+  o[6] = whole ? MMSB_FORM_PAGE : MMSB_FORM_RUNS;
+  o[7] = 0;
+  memcpy(o + 8, &page, 8);
+  memcpy(o + 16, &nruns, 4);
+  memcpy(o + 20, &body_len, 4);
+}
 int mmsb_type_size(int type);
 void mmsb_accumulate_bytes(uint8_t *dst, const uint8_t *src, size_t bytes,
                            int op, int type);
