@@ -293,6 +293,28 @@ static void page_end(lcol *c, const mmsb_region *r, size_t page, const page_runs
   }
 }
 
+/* Whether run i of unit u is the last to touch page pg (its region's
+ * page; r0: the region's first granule): the next run starts on a later
+ * page. */
+static inline bool alone(const lcol *c, const unit *u, size_t i, uintptr_t r0, size_t pg) {
+  return i + 1 == u->r1 || (c->runs[i + 1].g0 - r0) / GRANS_PER_PAGE > pg;
+}
+
+/* Whether the fill can write page pg's delta at once when granules [a, e)
+ * of the region (in page pg) are its only run, without listing the page's
+ * runs and planning them: the run's bytes (*off, *len) start inside the
+ * region and take less than the page with their header. */
+static inline bool one_run(const mmsb_region *r, size_t pg, uintptr_t a, uintptr_t e,
+                           uint16_t *off, uint16_t *len) {
+  size_t plen = mmsb_region_page_len(r, pg), o = (a % GRANS_PER_PAGE) * MMSB_GRANULE;
+  size_t stop = (e - pg * GRANS_PER_PAGE) * MMSB_GRANULE;
+  if (o >= plen) return false;
+  size_t n = (stop < plen ? stop : plen) - o;
+  *off = (uint16_t)o;
+  *len = (uint16_t)n;
+  return MMSB_RUN_HDR + n < plen;
+}
+
 /* Sizes (k NULL: adds to *bytes and *deltas) or writes (k) the deltas of
  * unit u: its runs, clipped to its region and cut at pages, give each
  * page's runs, as the granule bits do in the bitmap path.  Sizing sums a
@@ -312,6 +334,14 @@ static size_t unit_pages(lcol *c, const unit *u, cursor *k, size_t *bytes, size_
     while (a < e) {
       size_t pg = a / GRANS_PER_PAGE, end = (pg + 1) * GRANS_PER_PAGE;
       if (end > e) end = e;
+      uint16_t off1, len1;
+      if (k && pg != page && end == e && alone(c, u, i, r0, pg) && one_run(r, pg, a, end, &off1, &len1)) {
+        if (page != SIZE_MAX) page_end(c, r, page, &pr, body, plen, k, bytes, deltas);
+        page = SIZE_MAX;
+        c->index[k->d++] = c->base + k->at;
+        k->at += mmsb_emit_run1(c->out + k->at, r, pg, off1, len1, k->q);
+        break;
+      }
       if (pg != page) {
         if (page != SIZE_MAX) page_end(c, r, page, &pr, body, plen, k, bytes, deltas);
         pr.n = 0;
