@@ -382,13 +382,17 @@ static size_t unit_covered(const lcol *c, const unit *u) {
  * bounds: a run is cut at each page it crosses, and each piece may be a
  * delta of its own. */
 static size_t run_granules(lcol *c, const grun *rs, size_t n) {
-  size_t all = 0;
+  size_t all = 0, pieces = 0; /* locals: sums kept in *c were a load and a
+                                  store a run (as far as the compiler knew,
+                                  they could alias rs) */
   for (size_t i = 0; i < n; i++) {
-    size_t g = rs[i].g1 - rs[i].g0, pieces = g / GRANS_PER_PAGE + 2;
+    size_t g = rs[i].g1 - rs[i].g0;
     all += g;
-    if (!c->one) continue;
+    pieces += g / GRANS_PER_PAGE + 2;
+  }
+  if (c->one) {
     c->bound_deltas += pieces;
-    c->bound_bytes += pieces * (MMSB_DELTA_HDR + MMSB_RUN_HDR) + g * MMSB_GRANULE;
+    c->bound_bytes += pieces * (MMSB_DELTA_HDR + MMSB_RUN_HDR) + all * MMSB_GRANULE;
   }
   return all;
 }
