@@ -301,9 +301,10 @@ static inline bool alone(const lcol *c, const unit *u, size_t i, uintptr_t r0, s
 }
 
 /* Whether the fill can write page pg's delta at once when granules [a, e)
- * of the region (in page pg) are its only run, without listing the page's
- * runs and planning them: the run's bytes (*off, *len) start inside the
- * region and take less than the page with their header. */
+ * of the region (in page pg) are its only run, without gathering the
+ * page's runs and planning them (its plan is the run and its header): the
+ * run's bytes (*off, *len) start inside the region and take less than the
+ * page with their header. */
 static inline bool one_run(const mmsb_region *r, size_t pg, uintptr_t a, uintptr_t e,
                            uint16_t *off, uint16_t *len) {
   size_t plen = mmsb_region_page_len(r, pg), o = (a % GRANS_PER_PAGE) * MMSB_GRANULE;
@@ -338,8 +339,11 @@ static size_t unit_pages(lcol *c, const unit *u, cursor *k, size_t *bytes, size_
       if (k && pg != page && end == e && alone(c, u, i, r0, pg) && one_run(r, pg, a, end, &off1, &len1)) {
         if (page != SIZE_MAX) page_end(c, r, page, &pr, body, plen, k, bytes, deltas);
         page = SIZE_MAX;
+        pr.n = 1;
+        pr.off[0] = off1;
+        pr.len[0] = len1;
         c->index[k->d++] = c->base + k->at;
-        k->at += mmsb_emit_run1(c->out + k->at, r, pg, off1, len1, k->q);
+        k->at += mmsb_emit_runs(c->out + k->at, r, pg, &pr, MMSB_RUN_HDR + len1, k->q);
         break;
       }
       if (pg != page) {

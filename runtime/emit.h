@@ -79,18 +79,4 @@ static inline size_t mmsb_emit_runs(uint8_t *o, const mmsb_region *r, size_t pag
                           whole ? 0 : pr->n, body);
   return MMSB_DELTA_HDR + body;
 }
-/* Writes the delta of region page `page` whose only run is [off, off +
- * len), the run and its header taking less than the page (the form
- * mmsb_emit_runs gives it): most pages of a sparse epoch. */
-static inline size_t mmsb_emit_run1(uint8_t *o, const mmsb_region *r, size_t page, uint16_t off,
-                                    uint16_t len, copy_q *q) {
-  if (q->n == COPY_MAX) mmsb_copy_flush(q);
-  memcpy(o + MMSB_DELTA_HDR, &off, 2);
-  memcpy(o + MMSB_DELTA_HDR + 2, &len, 2);
-  mmsb_copy_push(q, o + MMSB_DELTA_HDR + MMSB_RUN_HDR, r->data + page * MMSB_PAGE_SIZE + off, len);
-  q->runs++;
-  mmsb_delta_write_header(o, r->id, page, MMSB_OP_ASSIGN, MMSB_T_BYTES, 0, 1,
-                          MMSB_RUN_HDR + len);
-  return MMSB_DELTA_HDR + MMSB_RUN_HDR + len;
-}
 #endif
