@@ -37,6 +37,8 @@
 extern "C" int mmsb_fail(int status, const char *fmt, ...);
 extern "C" void mmsb_parallel_stage(void *dst, const void *src, size_t len, uint32_t *offs,
                                     const size_t *index, size_t base, size_t n, int threads);
+extern "C" void mmsb_stage_copy(void *dst, const void *src, size_t len, uint32_t *offs,
+                                const size_t *index, size_t base, size_t n);
 
 namespace {
 
@@ -45,6 +47,11 @@ struct Stage {
   uint8_t *mapped = nullptr;               // host, as the device addresses it
   size_t cap = 0;
   bool pending = false; // work that reads it was queued since the last stream sync
+  // Staged during the fill (c_stage_*): the epoch (0: none), its bytes and
+  // deltas, and whether the kernel reads it in place.
+  uint64_t staged = 0;
+  size_t staged_len = 0, staged_n = 0;
+  bool staged_mapped = false;
 };
 
 struct Stream {
@@ -353,26 +360,54 @@ int c_wait(void *p, uint64_t e) {
   return rc;
 }
 
+// Where a stage's offsets start: after its bytes, 16-aligned.
+size_t offs_at(size_t len) { return (len + 15) & ~(size_t)15; }
+
+// Stage st, for epoch `epoch`, with room for `need` bytes: its last epoch
+// must be done with it (c_wait saw to that, or this does).
+int stage_reserve(Stream *s, Stage &st, uint64_t epoch, size_t need) {
+  int rc = st.pending ? c_wait(s, epoch) : MMSB_OK;
+  if (rc || need <= st.cap) return rc;
+  cudaFreeHost(st.host);
+  cudaFree(st.dev);
+  st.host = st.dev = st.mapped = nullptr;
+  size_t cap = need + need / 2;
+  rc = cuda_err(cudaHostAlloc(&st.host, cap, cudaHostAllocMapped), "pinned staging");
+  if (!rc) rc = cuda_err(cudaHostGetDevicePointer((void **)&st.mapped, st.host, 0), "mapped staging");
+  if (!rc) rc = cuda_err(cudaMalloc(&st.dev, cap), "device staging");
+  st.cap = rc ? 0 : cap;
+  return rc;
+}
+
+// The apply kernel over stage st (len bytes, n offsets, then ng + 1 group
+// starts unless one_per_page), read in place when mapped.
+int launch(Stream *s, Stage &st, bool mapped, void *dptr, size_t size, size_t len, size_t n,
+           uint32_t ng, bool one_per_page) {
+  size_t olen = offs_at(len);
+  st.pending = true; // the kernel reads st.host (mapped) or st.dev
+  uint8_t *src = mapped ? st.mapped : st.dev;
+  apply_kernel<<<(ng + WARPS - 1) / WARPS, WARPS * 32, 0, s->s>>>(
+      (uint8_t *)dptr, size, src, olen, mapped, (const uint32_t *)(src + olen),
+      one_per_page ? nullptr : (const uint32_t *)(src + olen) + n, ng);
+  return cuda_err(cudaGetLastError(), "apply kernel");
+}
+
 int c_apply(void *p, void *dptr, size_t size, const uint8_t *bytes, size_t len,
             const size_t *index, size_t base, size_t n, bool one_per_page, uint64_t epoch,
-            int threads) {
+            int threads, bool staged) {
   Stream *s = (Stream *)p;
   OnDevice on(s->device);
   Stage &st = s->stage[epoch & 1];
-  // The stage's last epoch must be done with it: c_wait saw to that, or this.
-  int rc = st.pending ? c_wait(s, epoch) : MMSB_OK;
-  // bytes | offs | group starts (one group per page)
-  size_t olen = (len + 15) & ~(size_t)15, need = olen + (2 * n + 1) * sizeof(uint32_t);
-  if (!rc && need > st.cap) {
-    cudaFreeHost(st.host);
-    cudaFree(st.dev);
-    st.host = st.dev = st.mapped = nullptr;
-    size_t cap = need + need / 2;
-    rc = cuda_err(cudaHostAlloc(&st.host, cap, cudaHostAllocMapped), "pinned staging");
-    if (!rc) rc = cuda_err(cudaHostGetDevicePointer((void **)&st.mapped, st.host, 0), "mapped staging");
-    if (!rc) rc = cuda_err(cudaMalloc(&st.dev, cap), "device staging");
-    st.cap = rc ? 0 : cap;
+  if (staged) { // the fill staged (and sent) them: c_stage_*
+    if (st.staged != epoch || st.staged_len != len || st.staged_n != n || !one_per_page)
+      return mmsb_fail(MMSB_EINVAL, "epoch %llu was not staged", (unsigned long long)epoch);
+    st.staged = 0;
+    return launch(s, st, st.staged_mapped, dptr, size, len, n, (uint32_t)n, true);
   }
+  st.staged = 0;
+  // bytes | offs | group starts (one group per page)
+  size_t olen = offs_at(len), need = olen + (2 * n + 1) * sizeof(uint32_t);
+  int rc = stage_reserve(s, st, epoch, need);
   if (rc) return rc;
   uint32_t *offs = (uint32_t *)(st.host + olen);
   mmsb_parallel_stage(st.host, bytes, len, offs, index, base, n, threads);
@@ -388,15 +423,50 @@ int c_apply(void *p, void *dptr, size_t size, const uint8_t *bytes, size_t len,
   else group[ng] = (uint32_t)n;
   need = olen + (n + (one_per_page ? 0 : ng + 1)) * sizeof(uint32_t);
   bool mapped = need <= zero_copy_max();
-  if (!mapped)
+  if (!mapped) {
     rc = cuda_err(cudaMemcpyAsync(st.dev, st.host, need, cudaMemcpyHostToDevice, s->s), "send deltas");
+    st.pending = true; // the copy reads st.host
+  }
+  return rc ? rc : launch(s, st, mapped, dptr, size, len, n, ng, one_per_page);
+}
+
+// Staging during the fill (device.h): the stage of the epoch, laid out as
+// c_apply lays it out; read in place when small enough, as there.
+int c_stage_begin(void *p, uint64_t epoch, size_t len, size_t n) {
+  Stream *s = (Stream *)p;
+  OnDevice on(s->device);
+  Stage &st = s->stage[epoch & 1];
+  st.staged = 0;
+  size_t need = offs_at(len) + n * sizeof(uint32_t);
+  int rc = stage_reserve(s, st, epoch, need);
   if (rc) return rc;
-  st.pending = true; // the copy or the kernel reads st.host from now on
-  uint8_t *src = mapped ? st.mapped : st.dev;
-  apply_kernel<<<(ng + WARPS - 1) / WARPS, WARPS * 32, 0, s->s>>>(
-      (uint8_t *)dptr, size, src, olen, mapped, (const uint32_t *)(src + olen),
-      one_per_page ? nullptr : (const uint32_t *)(src + olen) + n, ng);
-  return cuda_err(cudaGetLastError(), "apply kernel");
+  st.staged = epoch;
+  st.staged_len = len;
+  st.staged_n = n;
+  st.staged_mapped = need <= zero_copy_max();
+  if (!st.staged_mapped) st.pending = true; // the sends will read st.host
+  return MMSB_OK;
+}
+
+void c_stage_piece(void *p, uint64_t epoch, const uint8_t *src, size_t at, size_t len,
+                   const size_t *index, size_t base, size_t d, size_t nd) {
+  Stage &st = ((Stream *)p)->stage[epoch & 1];
+  mmsb_stage_copy(st.host + at, src, len, (uint32_t *)(st.host + offs_at(st.staged_len)) + d,
+                  index, base, nd);
+}
+
+int c_stage_send(void *p, uint64_t epoch, size_t at, size_t len, size_t d, size_t nd) {
+  Stream *s = (Stream *)p;
+  Stage &st = s->stage[epoch & 1];
+  if (st.staged_mapped) return MMSB_OK; // the kernel reads it in place
+  OnDevice on(s->device);
+  size_t o = offs_at(st.staged_len) + d * sizeof(uint32_t);
+  int rc = cuda_err(cudaMemcpyAsync(st.dev + at, st.host + at, len, cudaMemcpyHostToDevice, s->s),
+                    "send deltas");
+  if (!rc)
+    rc = cuda_err(cudaMemcpyAsync(st.dev + o, st.host + o, nd * sizeof(uint32_t),
+                                  cudaMemcpyHostToDevice, s->s), "send offsets");
+  return rc;
 }
 
 // Grows a device buffer and its pinned host twin to n elements of T.
@@ -482,8 +552,10 @@ void *c_native(void *p) { return ((Stream *)p)->s; }
 
 int c_enter(void *p) { return use_device(((Stream *)p)->device); }
 
-const mmsb_dev_ops ops = {"cuda",  c_open,  c_close, c_alloc, c_free,   c_upload, c_download,
-                          c_copy,  c_apply, c_wait,  c_diff,  c_native, c_enter,  restore_device};
+const mmsb_dev_ops ops = {"cuda",        c_open,        c_close,     c_alloc,  c_free,
+                          c_upload,      c_download,    c_copy,      c_apply,  c_wait,
+                          c_diff,        c_native,      c_enter,     restore_device,
+                          c_stage_begin, c_stage_piece, c_stage_send};
 
 } // namespace
 

@@ -64,6 +64,21 @@ typedef struct unit {
   size_t bytes, deltas;  /* sizes, then where its deltas start */
 } unit;
 
+enum { STAGE_MIRRORS = 4, STAGE_CHUNKS = 8, STAGE_CHUNK_MIN = 256 << 10 /* bytes */ };
+
+/* A mirror whose region's deltas the fill stages as it goes
+ * (mmsb_mirror_stage_*): its units [ua, ub), per chunk (a run of fill
+ * parts, sent in one copy) how many of the chunk's parts are not staged
+ * yet, and how many chunks the committing thread has sent, in order.  At
+ * most eight chunks of the epoch's bytes, of STAGE_CHUNK_MIN at least:
+ * each is two CUDA calls (~2 us each) on that thread. */
+typedef struct stager {
+  mmsb_mirror *m;
+  size_t ua, ub;
+  int sent;
+  _Atomic int left[STAGE_CHUNKS];
+} stager;
+
 typedef struct lcol {
   const mmsb_log_seg *segs;
   size_t nsegs, *seg_at; /* seg_at[i]: index of segs[i]'s first entry */
@@ -90,6 +105,9 @@ typedef struct lcol {
   uint8_t *out;          /* fill: where this epoch's deltas go */
   size_t *index, base;
   mmsb_batch *b;
+  size_t fill_bytes, fill_deltas; /* the epoch's (sized: more than one part) */
+  int nstaged, chunks;
+  stager stg[STAGE_MIRRORS];
 } lcol;
 
 /* The bucket of address a, and in *cut where the addresses of that bucket
@@ -470,10 +488,94 @@ static size_t fill_units(lcol *c, int part, size_t *deltas) {
   return k.at;
 }
 
+/* ---- staging for mirrors during the fill (device.h says why) ---- */
+
+/* Where unit u's bytes and deltas start (u = nunits: the epoch's end). */
+static size_t unit_bytes(const lcol *c, size_t u) {
+  return u < c->nunits ? c->units[u].bytes : c->fill_bytes;
+}
+static size_t unit_deltas(const lcol *c, size_t u) {
+  return u < c->nunits ? c->units[u].deltas : c->fill_deltas;
+}
+
+/* The first fill part of chunk k (k = chunks: the end). */
+static int chunk_first(const lcol *c, int k) {
+  return (k * c->sparts + c->chunks - 1) / c->chunks;
+}
+
+/* Starts staging for the bus's mirrors (STAGE_MIRRORS at most; the others
+ * stage at the mirror stage) whose region has deltas in the epoch.  A
+ * region's units are adjacent: they are listed region by region. */
+static void stage_begin(lcol *c, mmsb_bus *bus) {
+  size_t chunks = c->fill_bytes / STAGE_CHUNK_MIN;
+  if (chunks > STAGE_CHUNKS) chunks = STAGE_CHUNKS;
+  if (chunks > (size_t)c->sparts) chunks = (size_t)c->sparts;
+  c->chunks = chunks < 1 ? 1 : (int)chunks;
+  c->nstaged = 0;
+  for (unsigned i = 0; i < bus->nmirrors && c->nstaged < STAGE_MIRRORS; i++) {
+    stager *s = &c->stg[c->nstaged];
+    s->m = bus->mirrors[i];
+    const mmsb_region *r = mmsb_mirror_region(s->m);
+    for (s->ua = 0; s->ua < c->nunits && c->units[s->ua].r != r;) s->ua++;
+    for (s->ub = s->ua; s->ub < c->nunits && c->units[s->ub].r == r;) s->ub++;
+    size_t from = unit_bytes(c, s->ua);
+    if (!mmsb_mirror_stage_begin(s->m, mmsb_batch_epoch(c->b), c->base + from,
+                                 unit_bytes(c, s->ub) - from,
+                                 unit_deltas(c, s->ub) - unit_deltas(c, s->ua)))
+      continue;
+    for (int k = 0; k < c->chunks; k++)
+      atomic_store(&s->left[k], chunk_first(c, k + 1) - chunk_first(c, k));
+    s->sent = 0;
+    c->nstaged++;
+  }
+}
+
+/* Stages (send false) or sends (true) the deltas of s's region among
+ * units [u0, u1). */
+static void stage_units(lcol *c, stager *s, size_t u0, size_t u1, bool send) {
+  if (u0 < s->ua) u0 = s->ua;
+  if (u1 > s->ub) u1 = s->ub;
+  if (u0 >= u1) return;
+  size_t from = unit_bytes(c, u0), len = unit_bytes(c, u1) - from;
+  size_t d = unit_deltas(c, u0), nd = unit_deltas(c, u1) - d, d0 = unit_deltas(c, s->ua);
+  if (!nd) return;
+  if (send) mmsb_mirror_stage_send(s->m, c->base + from, len, d - d0, nd);
+  else mmsb_mirror_stage_piece(s->m, c->out + from, c->base + from, len, c->index + d, d - d0, nd);
+}
+
+/* After fill part `part`: its pieces are staged while in this thread's
+ * cache. */
+static void stage_part(lcol *c, int part) {
+  int k = part * c->chunks / c->sparts;
+  for (int i = 0; i < c->nstaged; i++) {
+    stage_units(c, &c->stg[i], c->sp_u[part], c->sp_u[part + 1], false);
+    atomic_fetch_sub_explicit(&c->stg[i].left[k], 1, memory_order_release);
+  }
+}
+
+/* The committing thread, between its own fill parts and after them: sends
+ * each chunk whose parts are all staged (in order); true when all are. */
+static bool stage_tick(void *ctx) {
+  lcol *c = ctx;
+  bool all = true;
+  for (int i = 0; i < c->nstaged; i++) {
+    stager *s = &c->stg[i];
+    while (s->sent < c->chunks &&
+           atomic_load_explicit(&s->left[s->sent], memory_order_acquire) == 0) {
+      int k = s->sent++;
+      stage_units(c, s, c->sp_u[chunk_first(c, k)], c->sp_u[chunk_first(c, k + 1)], true);
+    }
+    all &= s->sent == c->chunks;
+  }
+  return all;
+}
+
 static void fill_part(void *ctx, int part, int nparts) {
+  lcol *c = ctx;
   size_t deltas;
   (void)nparts;
-  fill_units(ctx, part, &deltas);
+  fill_units(c, part, &deltas);
+  if (c->nstaged) stage_part(c, part);
 }
 
 /* Marks granules [g0, g1) in the bitmaps (they lie in a bucket, so in
@@ -714,7 +816,10 @@ int mmsb_collect_logs(mmsb_bus *bus, mmsb_batch *b) {
     bytes = fill_units(&c, 0, &count);
   } else {
     cut_parts(c.sp_u, c.sparts, c.nunits, B.cum);
-    mmsb_pool_run(c.sparts, threads, fill_part, &c);
+    c.fill_bytes = bytes;
+    c.fill_deltas = count;
+    if (bus->nmirrors) stage_begin(&c, bus);
+    mmsb_pool_run_tick(c.sparts, threads, fill_part, &c, c.nstaged ? stage_tick : NULL);
   }
   mmsb_batch_commit_many(b, count, bytes);
   fold_foreign(&c);

@@ -46,10 +46,12 @@ typedef struct mmsb_dev_ops {
    * deltas of one page are applied one after the other (an accumulation
    * after the ASSIGN it follows); one_per_page: no two deltas share a page.
    * Asynchronous on the stream; the host work (packing into staging) may
-   * use up to `threads` threads of the runtime's pool. */
+   * use up to `threads` threads of the runtime's pool.  staged: these very
+   * deltas (len bytes, n of them, one a page) were staged for this epoch by
+   * stage_begin, stage_piece and stage_send; apply only launches. */
   int (*apply)(void *stream, void *dptr, size_t size, const uint8_t *bytes, size_t len,
                const size_t *index, size_t base, size_t n, bool one_per_page, uint64_t epoch,
-               int threads);
+               int threads, bool staged);
   /* Blocks until the work queued up to epoch e is done. */
   int (*wait)(void *stream, uint64_t epoch);
   /* Compares cur with prev (size bytes), fills *out with the changed
@@ -62,6 +64,24 @@ typedef struct mmsb_dev_ops {
    * other call sets the device for itself and restores the caller's. */
   int (*enter)(void *stream);
   void (*leave)(int token);
+  /* Staging during the fill.  When commit fills an epoch on several
+   * threads, each thread copies its piece of a mirrored region's deltas
+   * into the stream's staging as soon as it has written them (they are in
+   * its cache), and each run of pieces goes to the device once all of its
+   * pieces are there (sent by the committing thread: CUDA calls from many
+   * threads at once were 20-200 times slower), while other threads still
+   * fill: the transfer overlaps the fill, and apply only launches.
+   * stage_begin: the region's deltas of epoch e will be len bytes and n
+   * deltas (non-zero: the stream cannot stage them). */
+  int (*stage_begin)(void *stream, uint64_t epoch, size_t len, size_t n);
+  /* Stages bytes [at, at + len) of them, from src, and the offsets of
+   * deltas [d, d + nd): index[i] - base.  Any thread, any order; pieces
+   * do not overlap. */
+  void (*stage_piece)(void *stream, uint64_t epoch, const uint8_t *src, size_t at, size_t len,
+                      const size_t *index, size_t base, size_t d, size_t nd);
+  /* Sends bytes [at, at + len) and the offsets of deltas [d, d + nd),
+   * whose pieces are all staged, to the device.  One thread. */
+  int (*stage_send)(void *stream, uint64_t epoch, size_t at, size_t len, size_t d, size_t nd);
 } mmsb_dev_ops;
 
 extern const mmsb_dev_ops mmsb_dev_host;

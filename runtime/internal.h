@@ -33,6 +33,13 @@ typedef void (*mmsb_part_fn)(void *ctx, int part, int nparts);
 /* Runs fn(ctx, i, nparts) for every part i, on the caller and up to
  * threads - 1 of the pool's threads; returns when all are done. */
 void mmsb_pool_run(int nparts, int threads, mmsb_part_fn fn, void *ctx);
+/* The same, and the caller alone calls tick(ctx) after each part it runs,
+ * then, once no part is left to take, until tick returns true: work that
+ * must stay on one thread and follows the parts as they finish (CUDA
+ * calls: made from sixteen threads at once, each took 50-450 us on the
+ * H200's VM, against ~2 us from one). */
+void mmsb_pool_run_tick(int nparts, int threads, mmsb_part_fn fn, void *ctx,
+                        bool (*tick)(void *ctx));
 /* Part `part` of `nparts` of the items [0, n): [*lo, *hi). */
 static inline void mmsb_part_range(size_t n, int part, int nparts, size_t *lo, size_t *hi) {
   *lo = n * (size_t)part / (size_t)nparts;
@@ -41,7 +48,10 @@ static inline void mmsb_part_range(size_t n, int part, int nparts, size_t *lo, s
 /* Online CPUs, at most 16: the default of commit_threads. */
 int mmsb_default_threads(void);
 /* Copies len bytes from src to dst and sets offs[i] = index[i] - base for
- * i < n (each below 2^32), on up to `threads` threads: staging for a GPU. */
+ * i < n (each below 2^32): staging for a GPU, on the calling thread... */
+void mmsb_stage_copy(void *dst, const void *src, size_t len, uint32_t *offs, const size_t *index,
+                     size_t base, size_t n);
+/* ... or on up to `threads` threads of the pool. */
 void mmsb_parallel_stage(void *dst, const void *src, size_t len, uint32_t *offs,
                          const size_t *index, size_t base, size_t n, int threads);
 
@@ -153,6 +163,22 @@ void mmsb_graph_free(mmsb_bus *bus);
 void mmsb_node_own_ctx(mmsb_node *n, void (*free_ctx)(void *));
 /* Destroys the mirrors the program left when the bus closes (mirror.c). */
 void mmsb_mirrors_free(mmsb_bus *bus);
+/* Staging during a parallel fill (collect_logs.c; device.h says how):
+ * begin says that m's region's deltas of epoch e will be batch bytes
+ * [first, first + len), n deltas, one a page (false: m will not stage
+ * them); piece stages batch bytes [from, from + len) (src) and deltas
+ * [d, d + nd) of them (index: their batch offsets); send sends bytes
+ * [from, from + len) and deltas [d, d + nd).  apply at the mirror stage
+ * only launches when the batch still holds exactly those deltas. */
+bool mmsb_mirror_stage_begin(struct mmsb_mirror *m, mmsb_epoch_t e, size_t first, size_t len,
+                             size_t n);
+void mmsb_mirror_stage_piece(struct mmsb_mirror *m, const uint8_t *src, size_t from, size_t len,
+                             const size_t *index, size_t d, size_t nd);
+void mmsb_mirror_stage_send(struct mmsb_mirror *m, size_t from, size_t len, size_t d, size_t nd);
+const mmsb_region *mmsb_mirror_region(const struct mmsb_mirror *m);
+/* Forgets what was staged (a commit starts: an epoch that failed after its
+ * fill is collected again, maybe without staging). */
+void mmsb_mirrors_unstage(mmsb_bus *bus);
 
 /* A queued accumulating delta (mmsb_accumulate). */
 typedef struct mmsb_accum {

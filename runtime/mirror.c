@@ -26,6 +26,11 @@ struct mmsb_mirror {
   size_t *index;            /* the region's deltas, when the batch's index won't do */
   size_t cap_index;
   unsigned sink_id;
+  /* What the fill staged (mmsb_mirror_stage_*): the epoch (0: none), and
+   * where the region's deltas were in the batch. */
+  mmsb_epoch_t staged;
+  size_t staged_first, staged_len, staged_n;
+  _Atomic bool stage_failed; /* a send failed: apply stages again */
 };
 
 /* How many of the batch's collected deltas (region order) are of regions
@@ -112,6 +117,13 @@ static int gather(mmsb_mirror *m, const mmsb_batch *b, gathered *g) {
   return MMSB_OK;
 }
 
+/* Whether the fill staged exactly the deltas g of epoch e (the batch may
+ * have changed since: sorted, or derived deltas of the region added). */
+static bool staged(const mmsb_mirror *m, mmsb_epoch_t e, const gathered *g) {
+  return m->staged == e && g->one_per_page && !atomic_load(&m->stage_failed) &&
+         g->first == m->staged_first && g->len == m->staged_len && g->n == m->staged_n;
+}
+
 /* Brings m to the epoch of b (once per epoch). */
 static int catch_up(mmsb_mirror *m, const mmsb_batch *b) {
   mmsb_epoch_t e = mmsb_batch_epoch(b);
@@ -120,9 +132,39 @@ static int catch_up(mmsb_mirror *m, const mmsb_batch *b) {
   int rc = gather(m, b, &g);
   if (!rc && g.n)
     rc = m->ops->apply(m->stream, m->dptr, m->r->size, b->bytes.p + g.first, g.len, g.index,
-                       g.first, g.n, g.one_per_page, e, m->bus->cfg.commit_threads);
+                       g.first, g.n, g.one_per_page, e, m->bus->cfg.commit_threads,
+                       staged(m, e, &g));
+  m->staged = 0;
   if (!rc) m->applied = e;
   return rc;
+}
+
+bool mmsb_mirror_stage_begin(mmsb_mirror *m, mmsb_epoch_t e, size_t first, size_t len, size_t n) {
+  m->staged = 0;
+  atomic_store(&m->stage_failed, false);
+  if (!n || m->applied >= e || m->ops->stage_begin(m->stream, e, len, n)) return false;
+  m->staged = e;
+  m->staged_first = first;
+  m->staged_len = len;
+  m->staged_n = n;
+  return true;
+}
+
+void mmsb_mirror_stage_piece(mmsb_mirror *m, const uint8_t *src, size_t from, size_t len,
+                             const size_t *index, size_t d, size_t nd) {
+  m->ops->stage_piece(m->stream, m->staged, src, from - m->staged_first, len, index,
+                      m->staged_first, d, nd);
+}
+
+void mmsb_mirror_stage_send(mmsb_mirror *m, size_t from, size_t len, size_t d, size_t nd) {
+  if (m->ops->stage_send(m->stream, m->staged, from - m->staged_first, len, d, nd))
+    atomic_store(&m->stage_failed, true);
+}
+
+const mmsb_region *mmsb_mirror_region(const mmsb_mirror *m) { return m->r; }
+
+void mmsb_mirrors_unstage(mmsb_bus *bus) {
+  for (unsigned i = 0; i < bus->nmirrors; i++) bus->mirrors[i]->staged = 0;
 }
 
 static int mirror_sink(void *ctx, mmsb_bus *bus, const mmsb_batch *b) {

@@ -43,8 +43,8 @@ static struct {
 static __thread int in_job; /* this thread is running a part or waiting for its job */
 
 /* Takes parts of job g until none is left (or another job is current: a
- * worker that woke late). */
-static void take_parts(uint64_t g) {
+ * worker that woke late); the caller calls tick (if any) after each. */
+static void take_parts(uint64_t g, bool (*tick)(void *), void *tctx) {
   for (;;) {
     uint64_t t = atomic_load(&P.ticket);
     do {
@@ -58,6 +58,7 @@ static void take_parts(uint64_t g) {
       pthread_cond_broadcast(&P.done);
       pthread_mutex_unlock(&P.lock);
     }
+    if (tick) tick(tctx);
   }
 }
 
@@ -100,7 +101,7 @@ static void *worker(void *arg) {
     }
     if (h <= 0) continue;
     in_job = 1;
-    take_parts(seen);
+    take_parts(seen, NULL, NULL);
     in_job = 0;
   }
   return NULL;
@@ -121,16 +122,29 @@ static void grow(int want) {
   }
 }
 
+/* All parts on the calling thread, tick after each. */
+static void run_here(int nparts, mmsb_part_fn fn, void *ctx, bool (*tick)(void *)) {
+  for (int i = 0; i < nparts; i++) {
+    fn(ctx, i, nparts);
+    if (tick) tick(ctx);
+  }
+}
+
 void mmsb_pool_run(int nparts, int threads, mmsb_part_fn fn, void *ctx) {
+  mmsb_pool_run_tick(nparts, threads, fn, ctx, NULL);
+}
+
+void mmsb_pool_run_tick(int nparts, int threads, mmsb_part_fn fn, void *ctx,
+                        bool (*tick)(void *ctx)) {
   if (nparts <= 1 || threads <= 1 || in_job) {
-    for (int i = 0; i < nparts; i++) fn(ctx, i, nparts);
+    run_here(nparts, fn, ctx, tick);
     return;
   }
   pthread_mutex_lock(&P.job_lock);
   int asked = (threads < nparts ? threads : nparts) - 1;
   grow(asked);
   if (P.nthreads == 0) { /* no thread could be started: all parts here */
-    for (int i = 0; i < nparts; i++) fn(ctx, i, nparts);
+    run_here(nparts, fn, ctx, tick);
     pthread_mutex_unlock(&P.job_lock);
     return;
   }
@@ -146,7 +160,12 @@ void mmsb_pool_run(int nparts, int threads, mmsb_part_fn fn, void *ctx) {
   pthread_cond_broadcast(&P.go);
   pthread_mutex_unlock(&P.lock);
   in_job = 1;
-  take_parts(g);
+  take_parts(g, tick, ctx);
+  while (tick && !tick(ctx)) { /* its side work waits on the workers' parts */
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#endif
+  }
   await(0);
   in_job = 0;
   /* Closed: a late worker that read this job's ticket must not pass the
@@ -173,13 +192,19 @@ typedef struct stage_job {
   size_t base, n;
 } stage_job;
 
+void mmsb_stage_copy(void *dst, const void *src, size_t len, uint32_t *offs, const size_t *index,
+                     size_t base, size_t n) {
+  memcpy(dst, src, len);
+  for (size_t i = 0; i < n; i++) offs[i] = (uint32_t)(index[i] - base);
+}
+
 static void stage_part(void *ctx, int part, int nparts) {
   stage_job *c = ctx;
-  size_t lo, hi;
+  size_t lo, hi, dlo, dhi;
   mmsb_part_range(c->len, part, nparts, &lo, &hi);
-  memcpy(c->dst + lo, c->src + lo, hi - lo);
-  mmsb_part_range(c->n, part, nparts, &lo, &hi);
-  for (size_t i = lo; i < hi; i++) c->offs[i] = (uint32_t)(c->index[i] - c->base);
+  mmsb_part_range(c->n, part, nparts, &dlo, &dhi);
+  mmsb_stage_copy(c->dst + lo, c->src + lo, hi - lo, c->offs + dlo, c->index + dlo, c->base,
+                  dhi - dlo);
 }
 
 void mmsb_parallel_stage(void *dst, const void *src, size_t len, uint32_t *offs,

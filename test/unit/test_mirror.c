@@ -52,8 +52,9 @@ static void test_epochs(int epochs) {
       }
     }
     /* Scattered words in the big one; every tenth epoch enough for the
-     * commit to collect them on the pool. */
-    int nbig = e % 10 == 0 ? 6000 : 200;
+     * commit to collect them on the pool, and every fiftieth enough
+     * (~1-4 MB of deltas) for the fill to stage them in several chunks. */
+    int nbig = e % 50 == 0 ? 100000 : e % 10 == 0 ? 6000 : 200;
     for (int s = 0; s < nbig; s++) {
       size_t w = rng_below(&seed, (1 << 22) / 8);
       bd[w * 8] ^= (uint8_t)(s + 1);
