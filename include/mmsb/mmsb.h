@@ -203,7 +203,12 @@ enum mmsb_type {
 /* Queues an accumulating delta: at the next commit, element i of `values`
  * is combined with the element at byte `offset` of the region by `op`
  * (after the commit's ASSIGN deltas).  Several producers may accumulate into
- * the same words in the same epoch; integer ops commute exactly. */
+ * the same words in the same epoch; integer ops commute exactly.  A
+ * floating-point ADD gives the same bits everywhere (host, log replay, GPU
+ * mirrors): a NaN operand is kept, quieted (the region's first), and a
+ * NaN the add makes (inf - inf) is the positive quiet NaN without payload.
+ * MIN and MAX keep the region's element unless the new one compares below
+ * (above) it, so a NaN on either side keeps the region's. */
 int mmsb_accumulate(mmsb_region *r, size_t offset, int op, int type,
                     const void *values, size_t count);
 

@@ -42,8 +42,43 @@ MMSB_HD uint32_t mmsb_page_len(size_t size, uint64_t page) {
   return left < 4096 ? (uint32_t)left : 4096u;
 }
 
+/* Floating-point ADD with the same bits on the host and the GPU (U: the
+ * type's bits, INF: +infinity's bits, QUIET: the quiet bit).  The GPU's
+ * add returns one canonical NaN, x86 keeps a NaN operand's payload (and
+ * makes inf - inf its own negative NaN), so a mirror differed from its
+ * region where an accumulation met a NaN.  Here a NaN operand (dst's
+ * first) is kept, quieted, and a NaN made by the add is the positive
+ * quiet NaN with no payload. */
+#define MMSB_FADD(T, U, INF, QUIET)                                           \
+  {                                                                           \
+    U x, y;                                                                   \
+    T a, b;                                                                   \
+    memcpy(&x, dst, sizeof x);                                                \
+    memcpy(&y, src, sizeof y);                                                \
+    if ((U)(x << 1) > (U)((U)(INF) << 1)) {                                   \
+      x |= (U)(QUIET);                                                        \
+    } else if ((U)(y << 1) > (U)((U)(INF) << 1)) {                            \
+      x = y | (U)(QUIET);                                                     \
+    } else {                                                                  \
+      memcpy(&a, &x, sizeof a);                                               \
+      memcpy(&b, &y, sizeof b);                                               \
+      a = (T)(a + b);                                                         \
+      memcpy(&x, &a, sizeof x);                                               \
+      if ((U)(x << 1) > (U)((U)(INF) << 1)) x = (U)(INF) | (U)(QUIET);        \
+    }                                                                         \
+    memcpy(dst, &x, sizeof x);                                                \
+  }
+
 /* dst[i] op= src[i] for one element of `type` (enum mmsb_type). */
 MMSB_HD void mmsb_acc_elem(uint8_t *dst, const uint8_t *src, int op, int type) {
+  if (op == 1 && type == 4) {
+    MMSB_FADD(float, uint32_t, 0x7f800000u, 0x00400000u)
+    return;
+  }
+  if (op == 1 && type == 5) {
+    MMSB_FADD(double, uint64_t, 0x7ff0000000000000ull, 0x0008000000000000ull)
+    return;
+  }
 #define MMSB_ACC_CASE(T)                                                      \
   {                                                                           \
     T a, b, r;                                                                \
@@ -85,6 +120,7 @@ MMSB_HD void mmsb_acc_elem(uint8_t *dst, const uint8_t *src, int op, int type) {
   }
 #undef MMSB_ACC_CASE
 }
+#undef MMSB_FADD
 
 MMSB_HD int mmsb_elem_size(int type) {
   return type == 1 || type == 4 ? 4 : type == 0 ? 1 : 8;

@@ -146,6 +146,40 @@ static void test_gpu_node_feeds_cpu(void) {
   CHECK_OK(mmsb_bus_close(bus));
 }
 
+/* Float accumulations meeting NaNs and infinities give the same bits in
+ * the mirror as in the region (the GPU's add returned its one canonical
+ * NaN where x86 keeps the payload), and the bits mmsb_accumulate names. */
+static void test_nan_adds(void) {
+  mmsb_bus *bus;
+  CHECK_OK(mmsb_bus_open(NULL, &bus));
+  mmsb_region *r;
+  CHECK_OK(mmsb_region_create(bus, "nan", 4096, 0, &r));
+  uint8_t *d = mmsb_region_data(r), back[4096];
+  static const uint32_t f0[5] = {0x7fa00001u, 0x7ff0213cu, 0x7f800000u, 0x3fc00000u, 0xffc01234u};
+  static const uint32_t fv[5] = {0x3f800000u, 0x40000000u, 0xff800000u, 0x7fc0beefu, 0x40400000u};
+  static const uint32_t fx[5] = {0x7fe00001u, 0x7ff0213cu, 0x7fc00000u, 0x7fc0beefu, 0xffc01234u};
+  static const uint64_t d0[3] = {0x7ff4000000000001ull, 0x3ff0000000000000ull, 0xfff0000000000000ull};
+  static const uint64_t dv[3] = {0x3ff0000000000000ull, 0x7ff0000000000002ull, 0x7ff0000000000000ull};
+  static const uint64_t dx[3] = {0x7ffc000000000001ull, 0x7ff8000000000002ull, 0x7ff8000000000000ull};
+  memcpy(d, f0, sizeof f0);
+  memcpy(d + 64, d0, sizeof d0);
+  mmsb_touch(d, 128);
+  CHECK_OK(mmsb_commit(bus, NULL));
+  mmsb_mirror *m;
+  CHECK_OK(mmsb_mirror_create(r, device, &m));
+  CHECK_OK(mmsb_accumulate(r, 0, MMSB_OP_ADD, MMSB_T_F32, fv, 5));
+  CHECK_OK(mmsb_accumulate(r, 64, MMSB_OP_ADD, MMSB_T_F64, dv, 3));
+  mmsb_epoch_t e;
+  CHECK_OK(mmsb_commit(bus, &e));
+  CHECK_OK(mmsb_mirror_wait(m, e));
+  CHECK_OK(mmsb_mirror_download(m, back));
+  CHECK(memcmp(d, fx, sizeof fx) == 0);
+  CHECK(memcmp(d + 64, dx, sizeof dx) == 0);
+  CHECK(memcmp(back, d, 4096) == 0);
+  CHECK_OK(mmsb_mirror_destroy(m));
+  CHECK_OK(mmsb_bus_close(bus));
+}
+
 /* The backend's diff alone: a copy of an odd size (its last granule short)
  * changed at random bytes; the diff must name exactly the changed granules,
  * in page and granule order, with their new bytes, and leave prev == cur. */
@@ -203,6 +237,7 @@ static void test_diff(int rounds) {
 int main(int argc, char **argv) {
   seed = test_seed();
   device = argc > 1 && !strcmp(argv[1], "gpu") ? 0 : -1;
+  test_nan_adds();
   test_epochs(300 * test_scale());
   test_diff(60 * test_scale());
   if (device < 0) test_gpu_node_feeds_cpu();
