@@ -91,6 +91,49 @@ static void test_epochs(int epochs) {
   CHECK_OK(mmsb_bus_close(bus));
 }
 
+/* Epochs of one region, collected by four threads, whose fill stages the
+ * mirror's deltas: every fourth epoch is large enough for several chunks,
+ * and every seventh also touches a second region (its deltas follow the
+ * mirror's region's in the batch). */
+static void test_one_region(int epochs) {
+  mmsb_config cfg;
+  mmsb_config_init(&cfg);
+  cfg.commit_threads = 4;
+  mmsb_bus *bus;
+  CHECK_OK(mmsb_bus_open(&cfg, &bus));
+  enum { RS = 1 << 22 };
+  mmsb_region *r, *other;
+  CHECK_OK(mmsb_region_create(bus, "solo", RS, 0, &r));
+  CHECK_OK(mmsb_region_create(bus, "other", 4096, 0, &other));
+  uint8_t *d = mmsb_region_data(r), *od = mmsb_region_data(other), *back = malloc(RS);
+  mmsb_mirror *m;
+  CHECK_OK(mmsb_mirror_create(r, device, &m));
+  int bad = 0;
+  for (int e = 1; e <= epochs; e++) {
+    int n = e % 4 == 0 ? 100000 : 6000 + (int)rng_below(&seed, 4000);
+    for (int s = 0; s < n; s++) {
+      size_t w = rng_below(&seed, RS / 8), len = s % 97 == 0 ? 1 + rng_below(&seed, 300) : 8;
+      if (w * 8 + len > RS) len = RS - w * 8;
+      for (size_t k = 0; k < len; k++) d[w * 8 + k] ^= (uint8_t)(s + k + 1);
+      mmsb_touch(d + w * 8, len);
+    }
+    if (e % 7 == 0) {
+      od[e % 4096] ^= 1;
+      mmsb_touch(od + e % 4096, 1);
+    }
+    mmsb_epoch_t got;
+    CHECK_OK(mmsb_commit(bus, &got));
+    CHECK_OK(mmsb_mirror_wait(m, got));
+    CHECK_OK(mmsb_mirror_download(m, back));
+    bad += memcmp(back, d, RS) != 0;
+  }
+  CHECK(bad == 0);
+  printf("one region (%s): %d epochs, %d mismatches\n", mmsb_mirror_backend(m), epochs, bad);
+  free(back);
+  CHECK_OK(mmsb_mirror_destroy(m));
+  CHECK_OK(mmsb_bus_close(bus));
+}
+
 /* A "GPU" node (on the host backend its launch runs on the CPU) doubles
  * its input into its output; a CPU node adds 1 to that. */
 static int launch_double(void *ctx, void *stream, void *const *in, void *const *out) {
@@ -239,6 +282,7 @@ int main(int argc, char **argv) {
   device = argc > 1 && !strcmp(argv[1], "gpu") ? 0 : -1;
   test_nan_adds();
   test_epochs(300 * test_scale());
+  test_one_region(40 * test_scale());
   test_diff(60 * test_scale());
   if (device < 0) test_gpu_node_feeds_cpu();
   return check_done(device < 0 ? "test_mirror host" : "test_mirror gpu");
