@@ -5,6 +5,7 @@
  * every length checked) when a batch is decoded from untrusted bytes.
  */
 #include "internal.h"
+#include "device.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -24,21 +25,50 @@ void *mmsb_grow(void *arr, size_t *cap, size_t need, size_t elem) {
   return t;
 }
 
+/* b's bytes in `cap` bytes from mem (NULL: realloc); false when short. */
+static bool move_to(mmsb_buf *b, const mmsb_mem *mem, size_t cap) {
+  uint8_t *p;
+  if (mem || b->mem) {
+    p = mem ? mem->alloc(cap) : malloc(cap);
+    if (!p) return false;
+    if (b->len) memcpy(p, b->p, b->len);
+    if (b->p) {
+      if (b->mem) b->mem->release(b->p);
+      else free(b->p);
+    }
+  } else {
+    p = realloc(b->p, cap);
+    if (!p) return false;
+  }
+  b->p = p;
+  b->cap = cap;
+  b->mem = mem;
+  return true;
+}
+
 int mmsb_buf_reserve(mmsb_buf *b, size_t extra) {
   if (extra > SIZE_MAX / 2 - b->len) return mmsb_fail(MMSB_ENOMEM, "buffer overflow");
   if (b->len + extra <= b->cap) return MMSB_OK;
   size_t cap = b->cap ? b->cap : 4096;
   while (cap < b->len + extra) cap *= 2;
-  uint8_t *p = realloc(b->p, cap);
-  if (!p) return mmsb_fail(MMSB_ENOMEM, "buffer of %zu bytes", cap);
-  b->p = p;
-  b->cap = cap;
-  return MMSB_OK;
+  return move_to(b, b->mem, cap) ? MMSB_OK : mmsb_fail(MMSB_ENOMEM, "buffer of %zu bytes", cap);
+}
+
+int mmsb_buf_use(mmsb_buf *b, const mmsb_mem *mem) {
+  if (b->mem == mem) return MMSB_OK;
+  if (!b->p) {
+    b->mem = mem;
+    return MMSB_OK;
+  }
+  return move_to(b, mem, b->cap) ? MMSB_OK : mmsb_fail(MMSB_ENOMEM, "buffer of %zu bytes", b->cap);
 }
 
 void mmsb_buf_free(mmsb_buf *b) {
-  free(b->p);
+  const mmsb_mem *mem = b->mem;
+  if (mem && b->p) mem->release(b->p);
+  else free(b->p);
   *b = (mmsb_buf){0};
+  b->mem = mem;
 }
 
 static int index_push(mmsb_batch *b, size_t off) {

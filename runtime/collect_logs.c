@@ -539,7 +539,7 @@ static void stage_units(lcol *c, stager *s, size_t u0, size_t u1, bool send) {
   size_t from = unit_bytes(c, u0), len = unit_bytes(c, u1) - from;
   size_t d = unit_deltas(c, u0), nd = unit_deltas(c, u1) - d, d0 = unit_deltas(c, s->ua);
   if (!nd) return;
-  if (send) mmsb_mirror_stage_send(s->m, c->base + from, len, d - d0, nd);
+  if (send) mmsb_mirror_stage_send(s->m, c->out + from, c->base + from, len, d - d0, nd);
   else mmsb_mirror_stage_piece(s->m, c->out + from, c->base + from, len, c->index + d, d - d0, nd);
 }
 

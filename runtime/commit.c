@@ -29,8 +29,8 @@ static void remark(mmsb_bus *bus, const mmsb_batch *b) {
 
 static int collect(mmsb_bus *bus, mmsb_batch *b, mmsb_epoch_t e) {
   uint64_t t0 = bus->trace ? mmsb_now_ns() : 0;
+  mmsb_mirrors_prepare(bus);
   int rc = mmsb_batch_begin(b, e);
-  mmsb_mirrors_unstage(bus);
   mmsb_logs_lock();
   if (!rc) rc = mmsb_collect_all(bus, b);
   mmsb_logs_unlock();

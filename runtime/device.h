@@ -13,6 +13,15 @@
 extern "C" {
 #endif
 
+/* Where a buffer's memory comes from (mmsb_buf; NULL: malloc, realloc,
+ * free).  The bus's batch takes the CUDA backend's pinned memory once the
+ * bus has a CUDA mirror (mirror.c), so the GPU copies deltas straight from
+ * the batch. */
+typedef struct mmsb_mem {
+  void *(*alloc)(size_t n); /* NULL when short */
+  void (*release)(void *p);
+} mmsb_mem;
+
 /* What a diff found changed: each changed page's index and 512 granule
  * bits, and the new bytes of the changed granules only, page after page, in
  * granule order (popcount(mask) granules of 8 bytes for each page; bytes of
@@ -48,10 +57,12 @@ typedef struct mmsb_dev_ops {
    * Asynchronous on the stream; the host work (packing into staging) may
    * use up to `threads` threads of the runtime's pool.  staged: these very
    * deltas (len bytes, n of them, one a page) were staged for this epoch by
-   * stage_begin, stage_piece and stage_send; apply only launches. */
+   * stage_begin, stage_piece and stage_send; apply only launches.  pinned:
+   * bytes are host_mem's memory, and may be copied to the device from
+   * where they are, until settle. */
   int (*apply)(void *stream, void *dptr, size_t size, const uint8_t *bytes, size_t len,
                const size_t *index, size_t base, size_t n, bool one_per_page, uint64_t epoch,
-               int threads, bool staged);
+               int threads, bool staged, bool pinned);
   /* Blocks until the work queued up to epoch e is done. */
   int (*wait)(void *stream, uint64_t epoch);
   /* Compares cur with prev (size bytes), fills *out with the changed
@@ -72,16 +83,24 @@ typedef struct mmsb_dev_ops {
    * threads at once were 20-200 times slower), while other threads still
    * fill: the transfer overlaps the fill, and apply only launches.
    * stage_begin: the region's deltas of epoch e will be len bytes and n
-   * deltas (non-zero: the stream cannot stage them). */
-  int (*stage_begin)(void *stream, uint64_t epoch, size_t len, size_t n);
+   * deltas (non-zero: the stream cannot stage them); pinned as for apply:
+   * then only their offsets may be staged, the bytes sent from src. */
+  int (*stage_begin)(void *stream, uint64_t epoch, size_t len, size_t n, bool pinned);
   /* Stages bytes [at, at + len) of them, from src, and the offsets of
    * deltas [d, d + nd): index[i] - base.  Any thread, any order; pieces
    * do not overlap. */
   void (*stage_piece)(void *stream, uint64_t epoch, const uint8_t *src, size_t at, size_t len,
                       const size_t *index, size_t base, size_t d, size_t nd);
-  /* Sends bytes [at, at + len) and the offsets of deltas [d, d + nd),
-   * whose pieces are all staged, to the device.  One thread. */
-  int (*stage_send)(void *stream, uint64_t epoch, size_t at, size_t len, size_t d, size_t nd);
+  /* Sends bytes [at, at + len) (src: where they are in the batch) and the
+   * offsets of deltas [d, d + nd), whose pieces are all staged, to the
+   * device.  One thread. */
+  int (*stage_send)(void *stream, uint64_t epoch, const uint8_t *src, size_t at, size_t len,
+                    size_t d, size_t nd);
+  /* Memory for the bus's batch that apply can copy from directly (NULL:
+   * none), and the wait, before the batch is written again, for copies
+   * that may still read it. */
+  const mmsb_mem *host_mem;
+  int (*settle)(void *stream);
 } mmsb_dev_ops;
 
 extern const mmsb_dev_ops mmsb_dev_host;

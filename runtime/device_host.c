@@ -77,10 +77,11 @@ static size_t offs_at(size_t len) { return (len + 15) & ~(size_t)15; }
  * CUDA kernel reads it: CI tests what the threads staged. */
 static int h_apply(void *s, void *dptr, size_t size, const uint8_t *bytes, size_t len,
                    const size_t *index, size_t base, size_t n, bool one_per_page,
-                   uint64_t epoch, int threads, bool staged) {
+                   uint64_t epoch, int threads, bool staged, bool pinned) {
   host_stream *h = s;
   (void)one_per_page;
   (void)threads;
+  (void)pinned;
   if (staged && h->stage_epoch == epoch && h->stage_len == len && h->stage_n == n) {
     const uint32_t *offs = (const uint32_t *)(h->stage + offs_at(len));
     for (size_t i = 0; i < n; i++) apply_one(dptr, size, h->stage + offs[i]);
@@ -91,8 +92,9 @@ static int h_apply(void *s, void *dptr, size_t size, const uint8_t *bytes, size_
   return MMSB_OK;
 }
 
-static int h_stage_begin(void *s, uint64_t epoch, size_t len, size_t n) {
+static int h_stage_begin(void *s, uint64_t epoch, size_t len, size_t n, bool pinned) {
   host_stream *h = s;
+  (void)pinned;
   size_t need = offs_at(len) + n * sizeof(uint32_t);
   uint8_t *t = mmsb_grow(h->stage, &h->cap_stage, need, 1);
   if (!t) return mmsb_fail(MMSB_ENOMEM, "host staging of %zu bytes", need);
@@ -111,8 +113,9 @@ static void h_stage_piece(void *s, uint64_t epoch, const uint8_t *src, size_t at
                   index, base, nd);
 }
 
-static int h_stage_send(void *s, uint64_t epoch, size_t at, size_t len, size_t d, size_t nd) {
-  (void)s, (void)epoch, (void)at, (void)len, (void)d, (void)nd; /* the staging is the "device" */
+static int h_stage_send(void *s, uint64_t epoch, const uint8_t *src, size_t at, size_t len,
+                        size_t d, size_t nd) {
+  (void)s, (void)epoch, (void)src, (void)at, (void)len, (void)d, (void)nd; /* the staging is the "device" */
   return MMSB_OK;
 }
 static int h_wait(void *s, uint64_t e) { (void)s; (void)e; return MMSB_OK; }
@@ -155,7 +158,7 @@ const mmsb_dev_ops mmsb_dev_host = {"host",   h_open,        h_close,       h_al
                                     h_free,   h_copy,        h_copy,        h_copy,
                                     h_apply,  h_wait,        h_diff,        h_native,
                                     h_enter,  h_leave,       h_stage_begin, h_stage_piece,
-                                    h_stage_send};
+                                    h_stage_send, NULL,      NULL};
 
 #ifndef MMSB_HAVE_CUDA
 const mmsb_dev_ops *mmsb_dev_cuda(void) { return NULL; }

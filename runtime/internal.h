@@ -174,11 +174,13 @@ bool mmsb_mirror_stage_begin(struct mmsb_mirror *m, mmsb_epoch_t e, size_t first
                              size_t n);
 void mmsb_mirror_stage_piece(struct mmsb_mirror *m, const uint8_t *src, size_t from, size_t len,
                              const size_t *index, size_t d, size_t nd);
-void mmsb_mirror_stage_send(struct mmsb_mirror *m, size_t from, size_t len, size_t d, size_t nd);
+void mmsb_mirror_stage_send(struct mmsb_mirror *m, const uint8_t *src, size_t from, size_t len,
+                            size_t d, size_t nd);
 const mmsb_region *mmsb_mirror_region(const struct mmsb_mirror *m);
-/* Forgets what was staged (a commit starts: an epoch that failed after its
- * fill is collected again, maybe without staging). */
-void mmsb_mirrors_unstage(mmsb_bus *bus);
+/* Before a commit writes the batch: forgets what was staged (an epoch that
+ * failed after its fill is collected again, maybe without staging) and
+ * waits for copies that may still read the batch (pinned batches). */
+void mmsb_mirrors_prepare(mmsb_bus *bus);
 
 /* A queued accumulating delta (mmsb_accumulate). */
 typedef struct mmsb_accum {
@@ -189,12 +191,16 @@ typedef struct mmsb_accum {
   uint64_t seq;
 } mmsb_accum;
 
-/* Growable byte buffer. */
+/* Growable byte buffer; mem: where its memory comes from (device.h; NULL:
+ * malloc), kept when the buffer is freed. */
 typedef struct mmsb_buf {
   uint8_t *p;
   size_t len, cap;
+  const struct mmsb_mem *mem;
 } mmsb_buf;
 int mmsb_buf_reserve(mmsb_buf *b, size_t extra);
+/* Moves b's bytes into memory from mem (b unchanged when short). */
+int mmsb_buf_use(mmsb_buf *b, const struct mmsb_mem *mem);
 void *mmsb_grow(void *arr, size_t *cap, size_t need, size_t elem);
 void mmsb_buf_free(mmsb_buf *b);
 

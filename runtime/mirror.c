@@ -124,6 +124,12 @@ static bool staged(const mmsb_mirror *m, mmsb_epoch_t e, const gathered *g) {
          g->first == m->staged_first && g->len == m->staged_len && g->n == m->staged_n;
 }
 
+/* Whether b's bytes are m's backend's own memory (pinned), which it may
+ * copy to the device from where they are. */
+static bool pinned(const mmsb_mirror *m, const mmsb_batch *b) {
+  return m->ops->host_mem && b->bytes.mem == m->ops->host_mem;
+}
+
 /* Brings m to the epoch of b (once per epoch). */
 static int catch_up(mmsb_mirror *m, const mmsb_batch *b) {
   mmsb_epoch_t e = mmsb_batch_epoch(b);
@@ -133,7 +139,7 @@ static int catch_up(mmsb_mirror *m, const mmsb_batch *b) {
   if (!rc && g.n)
     rc = m->ops->apply(m->stream, m->dptr, m->r->size, b->bytes.p + g.first, g.len, g.index,
                        g.first, g.n, g.one_per_page, e, m->bus->cfg.commit_threads,
-                       staged(m, e, &g));
+                       staged(m, e, &g), pinned(m, b));
   m->staged = 0;
   if (!rc) m->applied = e;
   return rc;
@@ -142,7 +148,8 @@ static int catch_up(mmsb_mirror *m, const mmsb_batch *b) {
 bool mmsb_mirror_stage_begin(mmsb_mirror *m, mmsb_epoch_t e, size_t first, size_t len, size_t n) {
   m->staged = 0;
   atomic_store(&m->stage_failed, false);
-  if (!n || m->applied >= e || m->ops->stage_begin(m->stream, e, len, n)) return false;
+  if (!n || m->applied >= e || m->ops->stage_begin(m->stream, e, len, n, pinned(m, &m->bus->batch)))
+    return false;
   m->staged = e;
   m->staged_first = first;
   m->staged_len = len;
@@ -156,15 +163,22 @@ void mmsb_mirror_stage_piece(mmsb_mirror *m, const uint8_t *src, size_t from, si
                       m->staged_first, d, nd);
 }
 
-void mmsb_mirror_stage_send(mmsb_mirror *m, size_t from, size_t len, size_t d, size_t nd) {
-  if (m->ops->stage_send(m->stream, m->staged, from - m->staged_first, len, d, nd))
+void mmsb_mirror_stage_send(mmsb_mirror *m, const uint8_t *src, size_t from, size_t len, size_t d,
+                            size_t nd) {
+  if (m->ops->stage_send(m->stream, m->staged, src, from - m->staged_first, len, d, nd))
     atomic_store(&m->stage_failed, true);
 }
 
 const mmsb_region *mmsb_mirror_region(const mmsb_mirror *m) { return m->r; }
 
-void mmsb_mirrors_unstage(mmsb_bus *bus) {
-  for (unsigned i = 0; i < bus->nmirrors; i++) bus->mirrors[i]->staged = 0;
+void mmsb_mirrors_prepare(mmsb_bus *bus) {
+  for (unsigned i = 0; i < bus->nmirrors; i++) {
+    mmsb_mirror *m = bus->mirrors[i];
+    m->staged = 0;
+    /* A stream that fails here is broken: its next apply or wait says so
+     * (a mirror's failure does not fail the commit). */
+    if (m->ops->settle && m->ops->settle(m->stream)) mmsb_clear_error();
+  }
 }
 
 static int mirror_sink(void *ctx, mmsb_bus *bus, const mmsb_batch *b) {
@@ -201,6 +215,11 @@ int mmsb_mirror_create(mmsb_region *r, int device, mmsb_mirror **out) {
     else rc = mmsb_fail(MMSB_ENOMEM, "mirror table");
   }
   if (!rc) rc = mmsb_router_add(bus, MMSB_STAGE_MIRROR, mirror_sink, m, &m->sink_id);
+  if (!rc && m->ops->host_mem) { /* pinned batches: kept as they are when short */
+    if (mmsb_buf_use(&bus->batch.bytes, m->ops->host_mem) ||
+        mmsb_buf_use(&bus->batch.spare, m->ops->host_mem))
+      mmsb_clear_error();
+  }
   if (!rc) bus->mirrors[bus->nmirrors++] = m;
   m->applied = atomic_load(&bus->epoch);
   pthread_mutex_unlock(&bus->lock);
