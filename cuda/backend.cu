@@ -1,14 +1,17 @@
 // backend.cu - the CUDA backend of mirrors (runtime/device.h), C ABI.
 //
-// apply: a region's deltas of one epoch are copied into pinned staging
-// memory (two buffers, used by alternate epochs, so packing epoch e+1
-// overlaps the transfer and kernel of epoch e; a stage is reused once a
+// apply: a region's deltas of one epoch get their 32-bit offsets (and,
+// unless they are read from the bus's pinned batch, their bytes) in pinned
+// staging memory (two buffers, used by alternate epochs, so packing epoch
+// e+1 overlaps the transfer and kernel of epoch e; a stage is reused once a
 // stream sync has covered its epoch: mirror_wait's, or its own at the
 // reuse, which waits for epoch e+1 too but saves a cudaEventRecord per
-// epoch, ~5 us of a 1e-5 epoch's ~130 on the H200's VM), sent with one
+// epoch, ~5 us of a 1e-5 epoch's ~130 on the H200's VM), are copied with
 // cudaMemcpyAsync and applied by one launch: one warp per page (its deltas
 // in order), whole pages and runs copied cooperatively by the lanes, with the
-// same per-page code as the host backend (include/mmsb/page_apply.h).
+// same per-page code as the host backend (include/mmsb/page_apply.h).  When
+// commit fills the epoch on several threads, the staging and the copies are
+// made during the fill (c_stage_*), and apply only launches.
 // A small batch is not copied at all (up to MMSB_ZERO_COPY bytes of
 // staging, default ZERO_COPY_MAX): the staging is mapped pinned memory, and
 // the kernel reads it over PCIe, each warp pulling its delta into shared

@@ -5,8 +5,10 @@
  *
  * A region's deltas are contiguous in a sorted batch, so the sink hands
  * the backend one byte range and the offsets of its deltas; the CUDA
- * backend stages them in pinned memory, copies them in one asynchronous
- * copy and applies them with one kernel launch, one warp per page.
+ * backend copies them to the device from the (pinned) batch, or stages them
+ * first, and applies them with one kernel launch, one warp per page.  A
+ * parallel fill stages them as it writes them (mmsb_mirror_stage_*), and
+ * the sink then only launches.
  */
 #include "internal.h"
 #include "device.h"

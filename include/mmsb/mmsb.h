@@ -326,13 +326,19 @@ typedef struct mmsb_mirror mmsb_mirror;
 
 /* A copy of region r on a CUDA device (device -1: the bus's MMSB_DEVICE),
  * uploaded now and kept at the bus's epoch by every commit: the region's
- * deltas are packed into pinned staging memory (double-buffered), sent in
- * one asynchronous copy and applied by a kernel on the mirror's stream (an
- * epoch of up to MMSB_ZERO_COPY bytes of staging, 256 KiB by default, is
- * not copied: the kernel reads it from the pinned memory over the bus).
- * Any thread may commit: the backend makes the mirror's device current for
- * its own calls and then restores the calling thread's.  Without CUDA or a
- * GPU the same API runs a host backend with the same per-page code.
+ * deltas are copied to the device asynchronously and applied by a kernel on
+ * the mirror's stream (an epoch of up to MMSB_ZERO_COPY bytes of staging,
+ * 256 KiB by default, is not copied: the kernel reads it from pinned
+ * staging over the bus).  The bus's batch moves into pinned host memory
+ * with its first CUDA mirror, and the copies read it where it is; when
+ * commit collects an epoch on several threads, they start while the rest
+ * of the epoch is still being written.  Before the next commit writes the
+ * batch again, it waits for the mirror's queued work if some of it may
+ * still read the batch (a program that waits for its mirrors never waits
+ * there).  Any thread may commit: the backend makes the mirror's device
+ * current for its own calls and then restores the calling thread's.
+ * Without CUDA or a GPU the same API runs a host backend with the same
+ * per-page code.
  * MMSB_ENODEV if the device cannot be used. */
 int mmsb_mirror_create(mmsb_region *r, int device, mmsb_mirror **out);
 /* Blocks until the mirror holds epoch e (or later). */
