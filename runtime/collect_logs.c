@@ -33,6 +33,14 @@
  * on its bytes, and the units are filled one after the other.  Sizing walks
  * every page as the fill does; with the one bucket, a 1e-5 epoch's
  * collection went from 46 to 39 us on the CPU machine.
+ *
+ * A sized fill also stages the deltas of mirrored regions as it goes: each
+ * part hands its piece (offsets, and the bytes unless the batch is pinned)
+ * to the mirror's staging, and the committing thread sends each chunk of
+ * parts to the device as soon as all of its parts are done, between its
+ * own parts (mmsb_pool_run_tick), so that the transfer overlaps the rest of
+ * the fill.  On the H200's VM this took the wait after a 1e-3 commit from
+ * ~210 to ~60 us.
  */
 #include "emit.h"
 

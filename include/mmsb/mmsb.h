@@ -237,7 +237,8 @@ int mmsb_batch_delta(const mmsb_batch *b, size_t i, mmsb_delta *out);
 int mmsb_delta_next_run(const mmsb_delta *d, uint32_t *cursor, mmsb_run *run);
 /* The batch as bytes in the format of docs/format.md. */
 const uint8_t *mmsb_batch_bytes(const mmsb_batch *b, size_t *len);
-/* The batch of the bus's last commit; valid until the next commit. */
+/* The batch of the bus's last commit; valid until the next commit or the
+ * bus's first CUDA mirror (its bytes then move into pinned memory). */
 const mmsb_batch *mmsb_last_batch(const mmsb_bus *bus);
 /* Validates untrusted bytes and makes a batch of them (copied). */
 int mmsb_batch_decode(const void *bytes, size_t len, mmsb_batch **out);
