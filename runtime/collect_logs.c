@@ -427,6 +427,49 @@ static size_t run_granules(lcol *c, const grun *rs, size_t n) {
   return all;
 }
 
+/* Sizes the deltas of runs rs[0..n) (adds to *bytes and *deltas) when
+ * they lie in whole pages of one region, as unit_pages sizes them: a page's
+ * runs with their headers, or the page when that is not smaller.  Returns
+ * the granules they cover.  unit_pages' walk, general (clipping to the
+ * region, short last pages), was ~45% of a 1e-3 epoch's sort and size on
+ * the CPU machine; most buckets lie inside one region, all whole pages. */
+static size_t size_runs(const grun *rs, size_t n, size_t *bytes, size_t *deltas) {
+  size_t b = 0, d = 0, body = 0, all = 0;
+  uintptr_t page = UINTPTR_MAX;
+  for (size_t i = 0; i < n; i++) {
+    all += rs[i].g1 - rs[i].g0;
+    for (uintptr_t g = rs[i].g0; g < rs[i].g1;) {
+      uintptr_t pg = g / GRANS_PER_PAGE, end = (pg + 1) * GRANS_PER_PAGE;
+      if (end > rs[i].g1) end = rs[i].g1;
+      if (pg != page) {
+        if (page != UINTPTR_MAX) {
+          b += MMSB_DELTA_HDR + (body >= MMSB_PAGE_SIZE ? MMSB_PAGE_SIZE : body);
+          d++;
+        }
+        page = pg;
+        body = 0;
+      }
+      body += MMSB_RUN_HDR + (end - g) * MMSB_GRANULE;
+      g = end;
+    }
+  }
+  if (page != UINTPTR_MAX) {
+    b += MMSB_DELTA_HDR + (body >= MMSB_PAGE_SIZE ? MMSB_PAGE_SIZE : body);
+    d++;
+  }
+  *bytes += b;
+  *deltas += d;
+  return all;
+}
+
+/* Whether bucket b lies in whole pages of unit u's region (then its runs
+ * are the unit's and size_runs sizes them). */
+static bool in_whole_pages(const lcol *c, const unit *u, size_t b) {
+  uintptr_t lo = c->lo + ((uintptr_t)b << c->shift), hi = lo + ((uintptr_t)1 << c->shift);
+  uintptr_t r0 = (uintptr_t)u->r->data, whole = r0 + u->r->size / MMSB_PAGE_SIZE * MMSB_PAGE_SIZE;
+  return r0 <= lo && hi <= whole;
+}
+
 /* The number of runs among rs[0..n) (sorted, apart) whose start (ends
  * false) or end (true) is at most g. */
 static size_t runs_upto(const grun *rs, size_t n, uintptr_t g, bool ends) {
@@ -474,7 +517,10 @@ static void sort_part(void *ctx, int part, int nparts) {
         continue;
       }
       u->bytes = u->deltas = 0;
-      covered += unit_pages(c, u, NULL, &u->bytes, &u->deltas);
+      if (in_whole_pages(c, u, b))
+        covered += size_runs(c->runs + u->r0, u->r1 - u->r0, &u->bytes, &u->deltas);
+      else
+        covered += unit_pages(c, u, NULL, &u->bytes, &u->deltas);
     }
     c->foreign[b] = covered < all;
   }
