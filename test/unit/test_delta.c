@@ -2,6 +2,7 @@
  * decoding of truncated and garbage bytes. */
 #include "check.h"
 #include "internal.h"
+#include "device.h"
 
 #include <math.h>
 
@@ -228,8 +229,56 @@ static void test_garbage(int cases) {
   mmsb_batch_free(b);
 }
 
+/* Buffers whose memory comes from an allocator (the batch's, pinned when
+ * the bus has a CUDA mirror): moving in and out of it and growing keep the
+ * bytes, every block goes back to the allocator that gave it, and an
+ * allocator that is short leaves the buffer as it was. */
+static int allocs, releases, refuse;
+static void *counted_alloc(size_t n) {
+  if (refuse) return NULL;
+  allocs++;
+  return malloc(n);
+}
+static void counted_release(void *p) {
+  releases++;
+  free(p);
+}
+static const mmsb_mem counted = {counted_alloc, counted_release};
+
+static bool holds_pattern(const mmsb_buf *b, size_t n) {
+  for (size_t i = 0; i < n; i++)
+    if (b->p[i] != (uint8_t)(i * 7)) return false;
+  return true;
+}
+
+static void test_buf_memory(void) {
+  mmsb_buf b = {0};
+  CHECK_OK(mmsb_buf_reserve(&b, 100));
+  for (size_t i = 0; i < 100; i++) b.p[i] = (uint8_t)(i * 7);
+  b.len = 100;
+  CHECK_OK(mmsb_buf_use(&b, &counted));
+  CHECK(b.mem == &counted && allocs == 1 && releases == 0 && holds_pattern(&b, 100));
+  CHECK_OK(mmsb_buf_reserve(&b, 1 << 20)); /* grows in the allocator's memory */
+  CHECK(allocs == 2 && releases == 1 && b.cap >= 100 + (1 << 20) && holds_pattern(&b, 100));
+  refuse = 1;
+  uint8_t *p = b.p;
+  CHECK_FAILS(mmsb_buf_reserve(&b, 4u << 20), MMSB_ENOMEM);
+  CHECK(b.p == p && b.mem == &counted && holds_pattern(&b, 100));
+  refuse = 0;
+  CHECK_OK(mmsb_buf_use(&b, NULL)); /* back to malloc */
+  CHECK(b.mem == NULL && releases == 2 && holds_pattern(&b, 100));
+  CHECK_OK(mmsb_buf_use(&b, &counted));
+  mmsb_buf_free(&b);
+  CHECK(b.p == NULL && b.len == 0 && b.mem == &counted && allocs == 3 && releases == 3);
+  CHECK_OK(mmsb_buf_reserve(&b, 10)); /* a freed buffer keeps its allocator */
+  CHECK(allocs == 4);
+  mmsb_buf_free(&b);
+  CHECK(releases == 4);
+}
+
 int main(void) {
   seed = test_seed();
+  test_buf_memory();
   int scale = test_scale();
   test_laws(20000 * scale);
   test_compose_refusals();

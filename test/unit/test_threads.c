@@ -5,6 +5,7 @@
 #include "internal.h"
 
 #include <pthread.h>
+#include <stdbool.h>
 #include <stdatomic.h>
 
 #define NTHREADS 8
@@ -61,9 +62,45 @@ static void test_pool_jobs(int jobs) {
   printf("pool: %d jobs, each part once and in its job\n", jobs);
 }
 
+/* mmsb_pool_run_tick: tick runs on the caller only, after each of its
+ * parts and then until it returns true, which it does once every part is
+ * done (the fill's chunk sends wait on the workers' parts this way). */
+typedef struct tick_job {
+  _Atomic int done, ticks, off_caller;
+  pthread_t caller;
+  int nparts;
+} tick_job;
+
+static void tick_part(void *ctx, int part, int nparts) {
+  tick_job *j = ctx;
+  (void)part;
+  (void)nparts;
+  atomic_fetch_add(&j->done, 1);
+}
+
+static bool tick(void *ctx) {
+  tick_job *j = ctx;
+  atomic_fetch_add(&j->ticks, 1);
+  if (!pthread_equal(pthread_self(), j->caller)) atomic_fetch_add(&j->off_caller, 1);
+  return atomic_load(&j->done) == j->nparts;
+}
+
+static void test_pool_tick(int jobs) {
+  int bad = 0;
+  for (int k = 0; k < jobs; k++) {
+    tick_job j = {0, 0, 0, pthread_self(), k % 2 ? 40 : 3};
+    mmsb_pool_run_tick(j.nparts, k % 5 ? 8 : 1, tick_part, &j, tick);
+    bad += atomic_load(&j.done) != j.nparts || atomic_load(&j.ticks) < 1 ||
+           atomic_load(&j.off_caller) != 0 || !tick(&j);
+  }
+  CHECK(bad == 0);
+  printf("pool: %d ticked jobs, tick on the caller until every part was done\n", jobs);
+}
+
 int main(void) {
   uint64_t seed = test_seed();
   test_pool_jobs(20000 * test_scale());
+  test_pool_tick(2000 * test_scale());
   mmsb_bus *bus, *rep;
   mmsb_region *r, *rr;
   CHECK_OK(mmsb_bus_open(NULL, &bus));
