@@ -307,6 +307,12 @@ static void end_page(lcol *c, const mmsb_region *r, size_t page, const page_runs
   k->d++;
 }
 
+/* A page's delta size when its runs and their headers take body bytes:
+ * the whole page (plen bytes) instead when that is not smaller. */
+static inline size_t page_delta_bytes(size_t body, size_t plen) {
+  return MMSB_DELTA_HDR + (body >= plen ? plen : body);
+}
+
 /* The end of page `page`: its delta written (k: runs pr) or sized (body:
  * the sum of its runs and their headers; plen: its length). */
 static void page_end(lcol *c, const mmsb_region *r, size_t page, const page_runs *pr,
@@ -314,7 +320,7 @@ static void page_end(lcol *c, const mmsb_region *r, size_t page, const page_runs
   if (k) {
     end_page(c, r, page, pr, k);
   } else if (body) { /* as mmsb_runs_plan plans it */
-    *bytes += MMSB_DELTA_HDR + (body >= plen ? plen : body);
+    *bytes += page_delta_bytes(body, plen);
     ++*deltas;
   }
 }
@@ -434,18 +440,16 @@ static size_t run_granules(lcol *c, const grun *rs, size_t n) {
  * region, short last pages), was ~45% of a 1e-3 epoch's sort and size on
  * the CPU machine; most buckets lie inside one region, all whole pages. */
 static size_t size_runs(const grun *rs, size_t n, size_t *bytes, size_t *deltas) {
-  size_t b = 0, d = 0, body = 0, all = 0;
+  size_t b = 0, d = 0, body = 0, all = 0; /* body: the current page's, d pages */
   uintptr_t page = UINTPTR_MAX;
   for (size_t i = 0; i < n; i++) {
     all += rs[i].g1 - rs[i].g0;
     for (uintptr_t g = rs[i].g0; g < rs[i].g1;) {
       uintptr_t pg = g / GRANS_PER_PAGE, end = (pg + 1) * GRANS_PER_PAGE;
       if (end > rs[i].g1) end = rs[i].g1;
-      if (pg != page) {
-        if (page != UINTPTR_MAX) {
-          b += MMSB_DELTA_HDR + (body >= MMSB_PAGE_SIZE ? MMSB_PAGE_SIZE : body);
-          d++;
-        }
+      if (pg != page) { /* the page before is done (none before the first) */
+        b += d ? page_delta_bytes(body, MMSB_PAGE_SIZE) : 0;
+        d++;
         page = pg;
         body = 0;
       }
@@ -453,11 +457,7 @@ static size_t size_runs(const grun *rs, size_t n, size_t *bytes, size_t *deltas)
       g = end;
     }
   }
-  if (page != UINTPTR_MAX) {
-    b += MMSB_DELTA_HDR + (body >= MMSB_PAGE_SIZE ? MMSB_PAGE_SIZE : body);
-    d++;
-  }
-  *bytes += b;
+  *bytes += b + (d ? page_delta_bytes(body, MMSB_PAGE_SIZE) : 0);
   *deltas += d;
   return all;
 }

@@ -36,8 +36,8 @@ void mmsb_pool_run(int nparts, int threads, mmsb_part_fn fn, void *ctx);
 /* The same, and the caller alone calls tick(ctx) after each part it runs,
  * then, once no part is left to take, until tick returns true: work that
  * must stay on one thread and follows the parts as they finish (CUDA
- * calls: made from sixteen threads at once, each took 50-450 us on the
- * H200's VM, against ~2 us from one). */
+ * calls: made from 8 or 16 threads at once, each took 45-230 us on average
+ * and up to 470 on the H200's VM, against ~2 us from one). */
 void mmsb_pool_run_tick(int nparts, int threads, mmsb_part_fn fn, void *ctx,
                         bool (*tick)(void *ctx));
 /* Part `part` of `nparts` of the items [0, n): [*lo, *hi). */

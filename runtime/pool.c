@@ -67,6 +67,13 @@ static void take_parts(uint64_t g, bool (*tick)(void *), void *tctx) {
  * sleeping thread took ~50 us on a VM, as long as a whole small commit. */
 #define SPIN_NS 200000
 
+/* A spin-wait's pause: lets the core's other thread run, and saves power. */
+static inline void relax(void) {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#endif
+}
+
 /* Whether the awaited thing happened: a job other than `seen` (workers),
  * or the end of the current job (its caller, seen = 0). */
 static bool ready(uint64_t seen) {
@@ -78,9 +85,7 @@ static bool ready(uint64_t seen) {
 static void await(uint64_t seen) {
   uint64_t t0 = mmsb_now_ns();
   for (unsigned k = 1; !ready(seen); k++) {
-#if defined(__x86_64__) || defined(__i386__)
-    __builtin_ia32_pause();
-#endif
+    relax();
     if (k % 256 == 0 && mmsb_now_ns() - t0 > SPIN_NS) {
       pthread_mutex_lock(&P.lock);
       while (!ready(seen)) pthread_cond_wait(seen ? &P.go : &P.done, &P.lock);
@@ -161,11 +166,7 @@ void mmsb_pool_run_tick(int nparts, int threads, mmsb_part_fn fn, void *ctx,
   pthread_mutex_unlock(&P.lock);
   in_job = 1;
   take_parts(g, tick, ctx);
-  while (tick && !tick(ctx)) { /* its side work waits on the workers' parts */
-#if defined(__x86_64__) || defined(__i386__)
-    __builtin_ia32_pause();
-#endif
-  }
+  while (tick && !tick(ctx)) relax(); /* its side work waits on the workers' parts */
   await(0);
   in_job = 0;
   /* Closed: a late worker that read this job's ticket must not pass the
