@@ -7,7 +7,11 @@
 #include <string.h>
 
 /* Copies 8 bytes at a time: runs are mostly one or two granules, and a
- * memcpy of variable length measured 2.3x slower here than this loop. */
+ * memcpy of variable length measured 2.3x slower here than this loop.  The
+ * sources were prefetched to L2 when the copies were queued; this brings
+ * them to L1 16 copies ahead.  Without it, on the H200's VM (two rounds
+ * alternating, a slow machine), a 1e-3 commit took 1.071 / 1.150 ms
+ * against 1.042 / 1.066 with it; on the CPU machine no difference. */
 void mmsb_copy_flush(copy_q *q) {
   for (size_t i = 0; i < q->n && i < 16; i++) __builtin_prefetch(q->c[i].src);
   for (size_t i = 0; i < q->n; i++) {

@@ -39,9 +39,10 @@ void mmsb_copy_done(copy_q *q, mmsb_batch *b);
  * copy is made at the next flush, up to ~768 copies later, and the walk
  * over the pages' runs meanwhile hides the read's latency (the dirty words
  * of a sparse epoch are all over the region).  To L2 (locality 2): that
- * many lines would crowd L1.  The flush's own prefetch, 16 copies ahead,
- * came too late to cover it: CPU machine, two threads, the fill of a 1e-3
- * epoch 1672-1819 -> 1348-1479 us, of a 1e-4 epoch 141-145 -> 122-123. */
+ * many lines would crowd L1 (the flush brings them there, 16 copies
+ * ahead).  The flush's prefetch alone came too late to cover the latency:
+ * CPU machine, two threads, the fill of a 1e-3 epoch 1672-1819 ->
+ * 1348-1479 us, of a 1e-4 epoch 141-145 -> 122-123. */
 static inline void mmsb_copy_push(copy_q *q, uint8_t *dst, const uint8_t *src, size_t len) {
   __builtin_prefetch(src, 0, 2);
   q->c[q->n].dst = dst;
