@@ -15,7 +15,9 @@
 // A small batch is not copied at all (up to MMSB_ZERO_COPY bytes of
 // staging, default ZERO_COPY_MAX): the staging is mapped pinned memory, and
 // the kernel reads it over PCIe, each warp pulling its delta into shared
-// memory with a few wide reads first.  That saves the copy call and the
+// memory with a few wide reads first; its bytes are read from the bus's
+// pinned batch itself when they lie there (in_place), only their offsets
+// staged.  That saves the copy call and the
 // DMA's start, less the kernel's few round trips: a few microseconds of a
 // 1e-5 epoch's ~75 on the H200's VM (docs/performance.md, step 31).  At
 // 1e-4 (0.59 MB) reading in place was no faster than one DMA, and many
@@ -61,7 +63,8 @@ struct Stream {
   int device;
   cudaStream_t s;
   Stage stage[2];
-  bool batch_pending = false; // a copy from the bus's (pinned) batch was queued since the last sync
+  bool batch_pending = false; // a copy or kernel that reads the bus's (pinned) batch was queued since the last sync
+  bool uva = false;           // unified addressing: pinned host memory has one address
   // diff: per page counts and their prefix sums (np each), scan scratch
   uint32_t *gcount = nullptr, *pflag = nullptr, *goff = nullptr, *poff = nullptr;
   size_t np_cap = 0;
@@ -291,6 +294,9 @@ int c_open(int device, void **out) {
   Stream *s = new Stream();
   s->device = device;
   int rc = cuda_err(cudaStreamCreateWithFlags(&s->s, cudaStreamNonBlocking), "stream");
+  int uva = 0;
+  if (!rc) rc = cuda_err(cudaDeviceGetAttribute(&uva, cudaDevAttrUnifiedAddressing, device), "attribute");
+  s->uva = uva != 0;
   if (!rc) rc = cuda_err(cudaMalloc(&s->totals, 2 * sizeof(uint64_t)), "malloc");
   if (!rc) rc = cuda_err(cudaHostAlloc(&s->htotals, 2 * sizeof(uint64_t), cudaHostAllocDefault), "pinned");
   if (rc) {
@@ -375,11 +381,12 @@ int c_settle(void *p) {
 // The bus's batch in pinned memory (device.h, mmsb_mem): apply copies a
 // region's deltas straight from it instead of into staging first (at 1e-3
 // of a GiB that copy took 97 us of the commit on the H200's VM), and the
-// fill stages only their offsets.  Portable: any device's stream may copy
-// from it.
+// fill stages only their offsets; a small epoch's kernel reads the bytes
+// from it in place (in_place).  Portable and mapped: any device may copy
+// or read from it.
 void *pinned_alloc(size_t n) {
   void *p = nullptr;
-  if (cudaHostAlloc(&p, n, cudaHostAllocPortable) != cudaSuccess) {
+  if (cudaHostAlloc(&p, n, cudaHostAllocPortable | cudaHostAllocMapped) != cudaSuccess) {
     cudaGetLastError(); // not sticky: the batch stays in malloc's memory
     return nullptr;
   }
@@ -422,17 +429,33 @@ int stage_reserve(Stream *s, Stage &st, uint64_t epoch, size_t need) {
   return rc;
 }
 
-// The apply kernel over stage st (len bytes, n offsets, then ng + 1 group
-// starts unless one_per_page), read in place when mapped.
-int launch(Stream *s, Stage &st, bool mapped, void *dptr, size_t size, size_t len, size_t n,
-           uint32_t ng, bool one_per_page) {
-  size_t olen = offs_at(len);
-  st.pending = true; // the kernel reads st.host (mapped) or st.dev
-  uint8_t *src = mapped ? st.mapped : st.dev;
-  apply_kernel<<<(ng + WARPS - 1) / WARPS, WARPS * 32, 0, s->s>>>(
-      (uint8_t *)dptr, size, src, olen, mapped, (const uint32_t *)(src + olen),
-      one_per_page ? nullptr : (const uint32_t *)(src + olen) + n, ng);
+// The apply kernel over n deltas: their bytes (blen of them, host memory
+// when mapped), their offsets, and ng + 1 group starts unless group is
+// NULL (one delta a page).  st: the stage that holds the offsets.
+int launch(Stream *s, Stage &st, const uint8_t *bytes, size_t blen, bool mapped, void *dptr,
+           size_t size, const uint32_t *offs, const uint32_t *group, uint32_t ng) {
+  st.pending = true; // the kernel reads the stage (host memory when mapped)
+  apply_kernel<<<(ng + WARPS - 1) / WARPS, WARPS * 32, 0, s->s>>>((uint8_t *)dptr, size, bytes,
+                                                                  blen, mapped, offs, group, ng);
   return cuda_err(cudaGetLastError(), "apply kernel");
+}
+
+// The stage's bytes and offsets as the kernel addresses them.
+int launch_stage(Stream *s, Stage &st, bool mapped, void *dptr, size_t size, size_t len, size_t n,
+                 uint32_t ng, bool one_per_page) {
+  size_t olen = offs_at(len);
+  const uint8_t *src = mapped ? st.mapped : st.dev;
+  const uint32_t *offs = (const uint32_t *)(src + olen);
+  return launch(s, st, src, olen, mapped, dptr, size, offs, one_per_page ? nullptr : offs + n, ng);
+}
+
+// Whether the kernel may read a small epoch's bytes where they are, in the
+// bus's pinned batch: with unified addressing the batch's host pointer is
+// its device pointer too, and pull() reads 4-byte words, so the bytes
+// must start 4-aligned and end on a word.  Saves copying them to staging
+// (48 KB at 1e-5 of a GiB).
+bool in_place(const Stream *s, bool pinned, const uint8_t *bytes, size_t len) {
+  return pinned && s->uva && !((uintptr_t)bytes & 3) && !(len & 3);
 }
 
 int c_apply(void *p, void *dptr, size_t size, const uint8_t *bytes, size_t len,
@@ -445,18 +468,19 @@ int c_apply(void *p, void *dptr, size_t size, const uint8_t *bytes, size_t len,
     if (st.staged != epoch || st.staged_len != len || st.staged_n != n || !one_per_page)
       return mmsb_fail(MMSB_EINVAL, "epoch %llu was not staged", (unsigned long long)epoch);
     st.staged = 0;
-    return launch(s, st, st.staged_mapped, dptr, size, len, n, (uint32_t)n, true);
+    return launch_stage(s, st, st.staged_mapped, dptr, size, len, n, (uint32_t)n, true);
   }
   st.staged = 0;
   // bytes | offs | group starts (one group per page).  Read in place when
-  // small; else copied, the bytes straight from a pinned batch (direct).
+  // small (from the pinned batch itself when it can be); else copied, the
+  // bytes straight from a pinned batch (direct).
   size_t olen = offs_at(len), most = olen + (2 * n + 1) * sizeof(uint32_t);
   bool mapped = (one_per_page ? olen + n * sizeof(uint32_t) : most) <= zero_copy_max();
-  bool direct = pinned && !mapped;
+  bool direct = pinned && !mapped, inplace = mapped && in_place(s, pinned, bytes, len);
   int rc = stage_reserve(s, st, epoch, most);
   if (rc) return rc;
   uint32_t *offs = (uint32_t *)(st.host + olen);
-  mmsb_parallel_stage(st.host, bytes, direct ? 0 : len, offs, index, base, n, threads);
+  mmsb_parallel_stage(st.host, bytes, direct || inplace ? 0 : len, offs, index, base, n, threads);
   uint32_t *group = offs + n, ng = 0;
   uint64_t last = UINT64_MAX;
   for (size_t i = 0; i < n && !one_per_page; i++) { // one page, one group
@@ -467,6 +491,11 @@ int c_apply(void *p, void *dptr, size_t size, const uint8_t *bytes, size_t len,
   }
   if (one_per_page) ng = (uint32_t)n; // groups of one: the kernel needs no group array
   else group[ng] = (uint32_t)n;
+  if (inplace) { // the kernel reads the batch: the next commit waits before writing it
+    s->batch_pending = true;
+    const uint32_t *doffs = (const uint32_t *)(st.mapped + olen);
+    return launch(s, st, bytes, len, true, dptr, size, doffs, one_per_page ? nullptr : doffs + n, ng);
+  }
   size_t need = olen + (n + (one_per_page ? 0 : ng + 1)) * sizeof(uint32_t), from = direct ? olen : 0;
   if (!mapped) {
     if (direct)
@@ -477,7 +506,7 @@ int c_apply(void *p, void *dptr, size_t size, const uint8_t *bytes, size_t len,
     st.pending = true; // the copy reads st.host
     s->batch_pending |= direct;
   }
-  return rc ? rc : launch(s, st, mapped, dptr, size, len, n, ng, one_per_page);
+  return rc ? rc : launch_stage(s, st, mapped, dptr, size, len, n, ng, one_per_page);
 }
 
 // Staging during the fill (device.h): the stage of the epoch, laid out as
