@@ -28,11 +28,10 @@
  * region order, pages ascending in each: the batch is the bitmap path's,
  * byte for byte, for any number of threads.
  *
- * An epoch collected on one thread (a sparse one: fewer than two parts'
- * entries) takes one bucket and is not sized first: the runs give a bound
- * on its bytes, and the units are filled one after the other.  Sizing walks
- * every page as the fill does; with the one bucket, a 1e-5 epoch's
- * collection went from 46 to 39 us on the CPU machine.
+ * An epoch of fewer than ONE_MAX entries, or any epoch on one commit
+ * thread (up to BUCKET_MAX entries), goes the one-thread way
+ * (collect_tiny.c) when its entries allow: one sort and one walk, none of
+ * the steps below.
  *
  * A sized fill also stages the deltas of mirrored regions as it goes: each
  * part hands its piece (offsets, and the bytes unless the batch is pinned)
@@ -51,10 +50,8 @@ enum {
   NB_MAX = 1024,      /* buckets at most */
   BUCKET_FILL = 128,  /* entries a bucket gets on average */
   PART_MIN = 2048,    /* entries a part of the partition has at least */
+  ONE_MAX = 2 * PART_MIN, /* fewer entries than this go the one-thread way */
   MAX_PARTS = 64,
-  INSERTION_MAX = 32, /* buckets this small sort by insertion */
-  GROUP_BITS_MIN = 8, /* a bucket sorts in 2^8 .. 2^12 groups first, */
-  GROUP_BITS_MAX = 12, /* ~3/4 of an entry a group at most */
   /* A bucket with more entries than this makes the epoch go to the
    * bitmaps: one thread would sort it (hot words whose repeats the logs'
    * table did not catch, or all stores in a small part of a large span),
@@ -95,8 +92,6 @@ typedef struct lcol {
   unsigned shift;        /* bucket of address a: (a - lo) >> shift */
   size_t nb;             /* buckets; index nb holds everything outside the span */
   int parts, sparts;     /* parts of the partition; of the sort and the fill */
-  bool one;              /* one part: the fill sizes as it goes (bound_*) */
-  size_t bound_bytes, bound_deltas; /* one: at least the epoch's bytes, deltas */
   size_t *counts;        /* [part][nb + 2]: row[b + 1]: pieces of bucket b, then where
                             they go in pm (row[b] is then where they start) */
   uint64_t *pm;          /* the pieces part-major: part p's area from 2 * its first
@@ -188,91 +183,6 @@ static void partition_part(void *ctx, int part, int nparts) {
     return;
   }
   pieces(c, row + 1, lo, hi, true);
-}
-
-/* The granule of entry x counted from base. */
-static inline uintptr_t key_of(uint64_t x, uintptr_t base) {
-  return (mmsb_log_entry_addr(x) - base) >> GRAN_SHIFT;
-}
-
-/* Insertion sort of src[0..n) into dst (which may be src). */
-static void insert_sorted(uint64_t *dst, const uint64_t *src, size_t n, uintptr_t base) {
-  for (size_t i = 0; i < n; i++) {
-    uint64_t x = src[i];
-    uintptr_t k = key_of(x, base);
-    size_t j = i;
-    for (; j > 0 && key_of(dst[j - 1], base) > k; j--) dst[j] = dst[j - 1];
-    dst[j] = x;
-  }
-}
-
-/* LSD radix sort of a[0..n) by the low `bits` bits of the key, 8 a pass,
- * through t; the result is in a. */
-static void radix_lsd(uint64_t *a, uint64_t *t, size_t n, uintptr_t base, unsigned bits) {
-  uint64_t *src = a, *dst = t;
-  for (unsigned shift = 0; shift < bits; shift += 8) {
-    uint32_t count[256] = {0};
-    for (size_t i = 0; i < n; i++) count[(key_of(src[i], base) >> shift) & 255]++;
-    for (uint32_t k = 0, at = 0; k < 256; k++) {
-      uint32_t c = count[k];
-      count[k] = at;
-      at += c;
-    }
-    for (size_t i = 0; i < n; i++) dst[count[(key_of(src[i], base) >> shift) & 255]++] = src[i];
-    uint64_t *x = src;
-    src = dst;
-    dst = x;
-  }
-  if (src != a) memcpy(a, src, n * sizeof *a);
-}
-
-/* Sorts e[0..n) by granule (keys below 2^bits; n at most BUCKET_MAX),
- * through tmp.  One counting pass on the key's top bits puts the entries
- * in 2^gb groups, gb the fewest bits (8 to 12) that give at most 3/4 of an
- * entry a group; when every group is then small, one insertion pass over
- * them all copies them back in order, each entry moving within its group
- * at most.  A large group is sorted by LSD radix on the rest of the key.
- * A bucket too large for 2^12 groups (a one-thread epoch of over 3 072
- * entries) takes an LSD radix sort on the whole key.  For a bucket of 128
- * entries over 2^17 granules, the full LSD radix took three passes of a
- * count array (1.08 -> 0.70 ms for 1024 such buckets on the CPU machine);
- * for the single bucket of a 1e-5 epoch (1 342 entries over 2^27
- * granules), four.  An insertion sort per group was slower, branching
- * unpredictably on the groups' sizes. */
-static void sort_bucket(uint64_t *e, uint64_t *tmp, size_t n, uintptr_t base, unsigned bits) {
-  if (n <= INSERTION_MAX) {
-    insert_sorted(e, e, n, base);
-    return;
-  }
-  unsigned gb = GROUP_BITS_MIN;
-  while (gb <= GROUP_BITS_MAX && n > ((size_t)3 << gb) / 4) gb++;
-  if (gb > GROUP_BITS_MAX) {
-    radix_lsd(e, tmp, n, base, bits);
-    return;
-  }
-  unsigned top = bits > gb ? bits - gb : 0;
-  size_t ng = (size_t)1 << gb;
-  uint32_t at[((size_t)1 << GROUP_BITS_MAX) + 1], most = 0;
-  memset(at, 0, (ng + 1) * sizeof *at);
-  for (size_t i = 0; i < n; i++) at[(key_of(e[i], base) >> top) + 1]++;
-  for (size_t k = 0; k < ng; k++) {
-    most = at[k + 1] > most ? at[k + 1] : most;
-    at[k + 1] += at[k];
-  }
-  for (size_t i = 0; i < n; i++) tmp[at[key_of(e[i], base) >> top]++] = e[i];
-  if (most <= INSERTION_MAX) { /* at[k] is now group k's end */
-    insert_sorted(e, tmp, n, base);
-    return;
-  }
-  for (size_t k = 0, g = 0; k < ng; g = at[k++]) {
-    uint32_t m = at[k] - (uint32_t)g;
-    if (m <= INSERTION_MAX) {
-      insert_sorted(e + g, tmp + g, m, base);
-    } else {
-      radix_lsd(tmp + g, e + g, m, base, top);
-      memcpy(e + g, tmp + g, m * sizeof *e);
-    }
-  }
 }
 
 /* Merges sorted entries into runs of granules at rs; returns how many. */
@@ -402,34 +312,10 @@ static size_t unit_pages(lcol *c, const unit *u, cursor *k, size_t *bytes, size_
   return covered;
 }
 
-/* The granules of unit u's runs that lie in its region. */
-static size_t unit_covered(const lcol *c, const unit *u) {
-  uintptr_t r0 = (uintptr_t)u->r->data >> GRAN_SHIFT, r1 = r0 + (u->r->map_size >> GRAN_SHIFT);
-  size_t covered = 0;
-  for (size_t i = u->r0; i < u->r1; i++) {
-    uintptr_t a = c->runs[i].g0 > r0 ? c->runs[i].g0 : r0, e = c->runs[i].g1 < r1 ? c->runs[i].g1 : r1;
-    covered += e - a;
-  }
-  return covered;
-}
-
-/* The granules of runs rs[0..n).  With one part (no other part touches
- * the bounds), also adds at least the bytes and deltas they make to the
- * bounds: a run is cut at each page it crosses, and each piece may be a
- * delta of its own. */
-static size_t run_granules(lcol *c, const grun *rs, size_t n) {
-  size_t all = 0, pieces = 0; /* locals: sums kept in *c were a load and a
-                                  store a run (as far as the compiler knew,
-                                  they could alias rs) */
-  for (size_t i = 0; i < n; i++) {
-    size_t g = rs[i].g1 - rs[i].g0;
-    all += g;
-    pieces += g / GRANS_PER_PAGE + 2;
-  }
-  if (c->one) {
-    c->bound_deltas += pieces;
-    c->bound_bytes += pieces * (MMSB_DELTA_HDR + MMSB_RUN_HDR) + all * MMSB_GRANULE;
-  }
+/* The granules of runs rs[0..n). */
+static size_t run_granules(const grun *rs, size_t n) {
+  size_t all = 0;
+  for (size_t i = 0; i < n; i++) all += rs[i].g1 - rs[i].g0;
   return all;
 }
 
@@ -503,19 +389,15 @@ static void sort_part(void *ctx, int part, int nparts) {
     c->foreign[b] = 0;
     if (!m) continue;
     gather(c, b);
-    sort_bucket(c->ents + s, c->tmp + s, m, c->lo + ((uintptr_t)b << c->shift), c->shift - GRAN_SHIFT);
+    mmsb_sort_entries(c->ents + s, c->tmp + s, m, c->lo + ((uintptr_t)b << c->shift), c->shift - GRAN_SHIFT);
     grun *rs = c->runs + s;
-    size_t nr = merge_entries(c->ents + s, m, rs), all = run_granules(c, rs, nr), covered = 0;
+    size_t nr = merge_entries(c->ents + s, m, rs), all = run_granules(rs, nr), covered = 0;
     c->nruns[b] = nr;
     for (size_t k = c->bu_start[b]; k < c->bu_start[b + 1]; k++) {
       unit *u = &c->units[c->bu[k]];
       uintptr_t g0 = (uintptr_t)u->r->data >> GRAN_SHIFT, g1 = g0 + (u->r->map_size >> GRAN_SHIFT);
       u->r0 = s + runs_upto(rs, nr, g0, true);
       u->r1 = s + runs_upto(rs, nr, g1 - 1, false);
-      if (c->one) {
-        covered += unit_covered(c, u);
-        continue;
-      }
       u->bytes = u->deltas = 0;
       if (in_whole_pages(c, u, b))
         covered += size_runs(c->runs + u->r0, u->r1 - u->r0, &u->bytes, &u->deltas);
@@ -526,20 +408,15 @@ static void sort_part(void *ctx, int part, int nparts) {
   }
 }
 
-/* Fills the units of one part at the offsets sizing gave them; with one
- * part unsized (c->one), all units one after the other.  Returns the
- * bytes and (in *deltas) the deltas it wrote. */
-static size_t fill_units(lcol *c, int part, size_t *deltas) {
+/* Fills the units of one part at the offsets sizing gave them. */
+static void fill_units(lcol *c, int part) {
   copy_q q;
   mmsb_copy_init(&q);
-  cursor k = {0, 0, &q};
   for (size_t i = c->sp_u[part]; i < c->sp_u[part + 1]; i++) {
-    if (!c->one) k = (cursor){c->units[i].bytes, c->units[i].deltas, &q};
+    cursor k = {c->units[i].bytes, c->units[i].deltas, &q};
     unit_pages(c, &c->units[i], &k, NULL, NULL);
   }
   mmsb_copy_done(&q, c->b);
-  *deltas = k.d;
-  return k.at;
 }
 
 /* ---- staging for mirrors during the fill (device.h says why) ---- */
@@ -626,9 +503,8 @@ static bool stage_tick(void *ctx) {
 
 static void fill_part(void *ctx, int part, int nparts) {
   lcol *c = ctx;
-  size_t deltas;
   (void)nparts;
-  fill_units(c, part, &deltas);
+  fill_units(c, part);
   if (c->nstaged) stage_part(c, part);
 }
 
@@ -748,10 +624,8 @@ static int partition_parts(size_t n, int threads) {
 }
 
 /* The span of the bus's regions, and buckets of ~BUCKET_FILL entries over
- * it (one bucket when one thread sorts them all anyway: one radix sort of
- * the whole epoch clears its counts 4 times, not 4 times per bucket):
- * false when the bus has no region. */
-static bool plan_buckets(lcol *c, const mmsb_bus *bus, int threads) {
+ * it: false when the bus has no region. */
+static bool plan_buckets(lcol *c, const mmsb_bus *bus) {
   c->lo = UINTPTR_MAX;
   c->hi = 0;
   for (uint32_t i = 0; i < bus->nregions; i++) {
@@ -762,8 +636,7 @@ static bool plan_buckets(lcol *c, const mmsb_bus *bus, int threads) {
   }
   if (c->lo >= c->hi) return false;
   size_t want = 1;
-  bool one = partition_parts(c->n, threads) == 1 && c->n <= BUCKET_MAX;
-  while (!one && want < NB_MAX && want * BUCKET_FILL < c->n) want *= 2;
+  while (want < NB_MAX && want * BUCKET_FILL < c->n) want *= 2;
   c->shift = PAGE_SHIFT;
   while (c->shift < 63 && ((c->hi - c->lo - 1) >> c->shift) >= want) c->shift++;
   c->nb = ((c->hi - c->lo - 1) >> c->shift) + 1;
@@ -805,22 +678,16 @@ static bool partition(lcol *c, const mmsb_bus *bus, int threads) {
 }
 
 /* Sorts the buckets and sizes the units on the pool; the sizes become
- * starts.  Returns the epoch's bytes; *deltas its deltas (one part: bounds
- * on them, the units unsized). */
+ * starts.  Returns the epoch's bytes; *deltas its deltas. */
 static size_t size_units(lcol *c, int threads, size_t *deltas) {
   size_t parts = c->parts > 1 ? (size_t)c->parts * 4 : 1;
   if (parts > MAX_PARTS) parts = MAX_PARTS;
   if (parts > c->nb) parts = c->nb;
   c->sparts = (int)parts;
-  c->one = parts == 1;
   c->sp_b = B.sp_b;
   c->sp_u = B.sp_u;
   cut_parts(c->sp_b, c->sparts, c->nb, c->bstart); /* sort parts: equal entries */
   mmsb_pool_run(c->sparts, threads, sort_part, c);
-  if (c->one) {
-    *deltas = c->bound_deltas;
-    return c->bound_bytes;
-  }
   size_t bytes = 0, count = 0;
   B.cum[0] = 0;
   for (size_t u = 0; u < c->nunits; u++) { /* fill parts: equal numbers of runs */
@@ -846,7 +713,11 @@ int mmsb_collect_logs(mmsb_bus *bus, mmsb_batch *b) {
   for (size_t i = 0; i < ns; i++) c.n += c.segs[i].n;
   if (c.n == 0) return MMSB_OK;
   int threads = bus->cfg.commit_threads > 0 ? bus->cfg.commit_threads : 1;
-  if (!plan_buckets(&c, bus, threads)) { /* no region: every mark is another bus's */
+  if ((c.n < ONE_MAX || threads == 1) && c.n <= BUCKET_MAX) {
+    int rc = mmsb_collect_tiny(bus, b, c.segs, c.nsegs, c.n);
+    if (rc != MMSB_COLLECT_GENERAL) return rc;
+  }
+  if (!plan_buckets(&c, bus)) { /* no region: every mark is another bus's */
     mmsb_logs_flush_all();
     return MMSB_OK;
   }
@@ -864,17 +735,11 @@ int mmsb_collect_logs(mmsb_bus *bus, mmsb_batch *b) {
   c.out = b->bytes.p + c.base;
   c.index = b->index + b->count;
   c.b = b;
-  if (c.one) { /* in order, sized as it goes */
-    c.sp_u[0] = 0;
-    c.sp_u[1] = c.nunits;
-    bytes = fill_units(&c, 0, &count);
-  } else {
-    cut_parts(c.sp_u, c.sparts, c.nunits, B.cum);
-    c.fill_bytes = bytes;
-    c.fill_deltas = count;
-    if (bus->nmirrors) stage_begin(&c, bus);
-    mmsb_pool_run_tick(c.sparts, threads, fill_part, &c, c.nstaged ? stage_tick : NULL);
-  }
+  cut_parts(c.sp_u, c.sparts, c.nunits, B.cum);
+  c.fill_bytes = bytes;
+  c.fill_deltas = count;
+  if (bus->nmirrors) stage_begin(&c, bus);
+  mmsb_pool_run_tick(c.sparts, threads, fill_part, &c, c.nstaged ? stage_tick : NULL);
   mmsb_batch_commit_many(b, count, bytes);
   fold_foreign(&c);
   if (bus->trace) { /* the collection's steps, under the "collect" event */

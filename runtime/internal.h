@@ -321,6 +321,16 @@ int mmsb_collect_all(mmsb_bus *bus, mmsb_batch *b);
  * before it took them: they are still in the logs. */
 #define MMSB_COLLECT_BITMAPS 1
 int mmsb_collect_logs(mmsb_bus *bus, mmsb_batch *b);
+/* collect_tiny.c: an epoch of n entries (segs) collected on this thread in
+ * one pass; MMSB_COLLECT_GENERAL when it is not one for that way (an entry
+ * crosses a page or lies outside the bus's regions' span), the logs
+ * untouched. */
+#define MMSB_COLLECT_GENERAL 2
+int mmsb_collect_tiny(mmsb_bus *bus, mmsb_batch *b, const mmsb_log_seg *segs, size_t nsegs,
+                      size_t n);
+/* sort_entries.c: sorts log entries e[0..n) by granule counted from base
+ * (keys below 2^bits), through tmp (n entries). */
+void mmsb_sort_entries(uint64_t *e, uint64_t *tmp, size_t n, uintptr_t base, unsigned bits);
 int mmsb_verify_region_init(mmsb_region *r);
 uint64_t mmsb_verify_commit(mmsb_bus *bus, const mmsb_batch *b);
 int mmsb_accum_flush(mmsb_bus *bus, mmsb_batch *b);

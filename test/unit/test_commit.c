@@ -191,6 +191,69 @@ static void test_parallel_collect(int epochs, const int threads[2]) {
   for (int k = 0; k < 2; k++) CHECK_OK(mmsb_bus_close(bus[k]));
 }
 
+/* The one-thread way (collect_tiny.c) against the bitmap path, batch for
+ * batch.  Buses A and B have the same regions, made in the same order, but
+ * laid out so that B's lie between A's, and A's last region lies below its
+ * first (made in a hole): A's span holds B's regions, and A's order of
+ * regions is not the order of their addresses.  The last region ends in a
+ * short page.  Both get the same stores (1 to 16 bytes, some ranges inside
+ * a page, some past the region's size in its last page, some twice); A
+ * commits first and takes every entry from the log, folding B's for it,
+ * and B collects from the bitmaps.  A page-crossing store every fifth
+ * epoch sends A's epoch the general way instead. */
+static void test_tiny_batches(int epochs) {
+  enum { NR = 3 };
+  static const size_t sizes[NR] = {4 << 20, 32 << 10, 3 * 4096 + 100};
+  mmsb_bus *bus[2];
+  mmsb_region *r[2][NR], *tmp[2];
+  for (int k = 0; k < 2; k++) {
+    mmsb_config cfg;
+    mmsb_config_init(&cfg);
+    cfg.commit_threads = 4;
+    CHECK_OK(mmsb_bus_open(&cfg, &bus[k]));
+  }
+  for (int k = 0; k < 2; k++) CHECK_OK(mmsb_region_create(bus[k], "tmp", 64 << 10, 0, &tmp[k]));
+  for (int k = 0; k < 2; k++) CHECK_OK(mmsb_region_create(bus[k], "r0", sizes[0], 0, &r[k][0]));
+  for (int k = 0; k < 2; k++) CHECK_OK(mmsb_region_destroy(tmp[k]));
+  for (int i = 1; i < NR; i++)
+    for (int k = 0; k < 2; k++) CHECK_OK(mmsb_region_create(bus[k], i == 1 ? "r1" : "r2", sizes[i], 0, &r[k][i]));
+  uint8_t *a0 = mmsb_region_data(r[0][0]), *a1 = mmsb_region_data(r[0][1]), *b0 = mmsb_region_data(r[1][0]);
+  CHECK(a1 < a0 && a0 < b0); /* r1 in tmp's hole, below r0; B's between A's */
+  for (int k = 0; k < 2; k++) CHECK_OK(mmsb_commit(bus[k], NULL)); /* a new bus starts on the bitmaps */
+  mmsb_stats before, after;
+  CHECK_OK(mmsb_stats_get(bus[0], &before));
+  size_t same = 0, deltas = 0;
+  for (int e = 1; e <= epochs; e++) {
+    int n = (int)rng_below(&seed, 3000);
+    for (int s = 0; s < n; s++) {
+      int i = (int)rng_below(&seed, NR);
+      size_t len = s % 11 == 0 ? 1 + rng_below(&seed, 200) : 1 + rng_below(&seed, 16);
+      size_t map = (sizes[i] + 4095) & ~(size_t)4095, off = rng_below(&seed, map - len + 1);
+      if (off / 4096 != (off + len - 1) / 4096) off = (off + len - 1) / 4096 * 4096; /* in one page */
+      uint8_t v = (uint8_t)rng_next(&seed);
+      for (int k = 0; k < 2; k++) {
+        uint8_t *d = mmsb_region_data(r[k][i]);
+        memset(d + off, v, len);
+        __mmsb_store_range(d + off, len);
+      }
+    }
+    if (e % 5 == 0)
+      for (int k = 0; k < 2; k++) __mmsb_store_range((uint8_t *)mmsb_region_data(r[k][0]) + 4090, 12);
+    for (int k = 0; k < 2; k++) CHECK_OK(mmsb_commit(bus[k], NULL));
+    size_t la, lb;
+    const uint8_t *a = mmsb_batch_bytes(mmsb_last_batch(bus[0]), &la);
+    const uint8_t *b = mmsb_batch_bytes(mmsb_last_batch(bus[1]), &lb);
+    same += la == lb && memcmp(a, b, la) == 0;
+    deltas += mmsb_batch_count(mmsb_last_batch(bus[0]));
+  }
+  CHECK(same == (size_t)epochs);
+  CHECK_OK(mmsb_stats_get(bus[0], &after));
+  CHECK(after.log_commits - before.log_commits == (uint64_t)epochs);
+  printf("one-thread way: %d epochs, %zu deltas, %zu batches identical to the bitmaps'\n", epochs,
+         deltas, same);
+  for (int k = 0; k < 2; k++) CHECK_OK(mmsb_bus_close(bus[k]));
+}
+
 /* Stores that repeat: a loop over a few hot words leaves each in its mark
  * log about once (repeats are dropped as the log fills), and the stores of
  * the next epoch to the same words are still marked (what repeats are
@@ -587,6 +650,7 @@ int main(void) {
   unsetenv("MMSB_MARK_LOG");
   seed = test_seed();
   test_interleaved_buses(); /* first: regions in creation order, no holes */
+  test_tiny_batches(100 * test_scale());
   test_random_epochs(400 * test_scale());
   test_parallel_collect(30 * test_scale(), (const int[2]){1, 5});
   test_parallel_collect(30 * test_scale(), (const int[2]){5, 1});

@@ -1,0 +1,219 @@
+/*
+ * collect_tiny.c - an epoch of few marks, collected from the threads' logs
+ * in one pass on the committing thread.
+ *
+ * Below ONE_MAX entries (collect_logs.c), or with one commit thread, the
+ * pool's workers would come too late to help: on the lent VMs they wake
+ * 24-58 us after a job is posted, longer than a 1e-5 epoch's whole
+ * collection.  The general way's steps for many threads (a partition into
+ * buckets, the runs listed per bucket, units sized, then filled) cost
+ * there more than the sort itself.  Here the entries are copied out of the
+ * logs, sorted by address in one array, and each region's slice of it is
+ * walked once: entries merge into runs page by page, and each page's delta
+ * is written as the page ends.  The batch is the general way's (and the
+ * bitmap path's), byte for byte: regions in the bus's order, pages
+ * ascending in each, the same runs and forms.
+ *
+ * It takes an epoch only when every entry lies in one page, and inside or
+ * outside the span of the bus's regions, not across its edges (what stores
+ * of up to 8 bytes make); else the general way does, since nothing was
+ * taken from the logs yet.  Entries in no region of this bus go to the
+ * bitmaps, for their own bus, as there.
+ */
+#include "emit.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+/* A region's slice of the sorted entries. */
+typedef struct slice {
+  const mmsb_region *r;
+  size_t i0, i1;
+} slice;
+
+/* Buffers kept from commit to commit (collection runs under
+ * mmsb_mark_lock). */
+static struct {
+  uint64_t *ents, *tmp;
+  slice *sl;
+  size_t ents_cap, tmp_cap, sl_cap;
+} T;
+
+/* Copies the logs' n entries into e: those inside [lo, hi) from the
+ * front (their number), the others (another bus's) from the back.
+ * SIZE_MAX when one crosses a page or the span's edge.  *bound: at least
+ * the bytes of the deltas the inside ones make (each entry a delta and a
+ * run of its own, its bytes widened to whole granules). */
+static size_t take(const mmsb_log_seg *segs, size_t nsegs, size_t n, uintptr_t lo, uintptr_t hi,
+                   uint64_t *e, size_t *bound) {
+  size_t k = 0, out = n, bytes = 0;
+  for (size_t s = 0; s < nsegs; s++)
+    for (size_t j = 0; j < segs[s].n; j++) {
+      uint64_t x = segs[s].e[j];
+      uintptr_t a = mmsb_log_entry_addr(x), last = (uintptr_t)(x >> MMSB_LOG_LEN_SHIFT);
+      if ((a >> PAGE_SHIFT) != ((a + last) >> PAGE_SHIFT)) return SIZE_MAX;
+      if (a >= lo && a < hi && hi - a > last) {
+        bytes += last + 1;
+        e[k++] = x;
+      } else if (a + last < lo || a >= hi) {
+        e[--out] = x;
+      } else {
+        return SIZE_MAX;
+      }
+    }
+  *bound = k * (MMSB_DELTA_HDR + MMSB_RUN_HDR + 2 * MMSB_GRANULE) + bytes;
+  return k;
+}
+
+/* The first of sorted entries e[0..n) whose granule is at least g's. */
+static size_t lower_bound(const uint64_t *e, size_t n, uintptr_t g) {
+  size_t lo = 0, hi = n;
+  while (lo < hi) {
+    size_t mid = lo + (hi - lo) / 2;
+    if (mmsb_log_entry_addr(e[mid]) >> GRAN_SHIFT < g) lo = mid + 1;
+    else hi = mid;
+  }
+  return lo;
+}
+
+/* Where a region's deltas go: bytes and deltas so far, and the queue of
+ * their copies. */
+typedef struct sink {
+  uint8_t *out;
+  size_t *index, base, at, d;
+  copy_q q;
+} sink;
+
+/* Adds the run of granules [g0, g1) (from the region's start, in page pg)
+ * to pr, clipped to the page's plen bytes as the bitmap path clips it. */
+static inline void add_run(page_runs *pr, size_t pg, uintptr_t g0, uintptr_t g1, size_t plen) {
+  size_t off = (g0 - pg * GRANS_PER_PAGE) * MMSB_GRANULE, stop = (g1 - pg * GRANS_PER_PAGE) * MMSB_GRANULE;
+  if (off >= plen) return;
+  pr->off[pr->n] = (uint16_t)off;
+  pr->len[pr->n++] = (uint16_t)((stop < plen ? stop : plen) - off);
+}
+
+/* Writes page pg's delta (runs pr) unless it has no bytes. */
+static inline void end_page(sink *k, const mmsb_region *r, size_t pg, const page_runs *pr, size_t plen) {
+  uint32_t plan = mmsb_runs_plan(pr, plen);
+  if (!plan) return;
+  k->index[k->d++] = k->base + k->at;
+  k->at += mmsb_emit_runs(k->out + k->at, r, pg, pr, plan, &k->q);
+}
+
+/* Writes the deltas of region r from its sorted entries e[0..m), each in
+ * one page of it.  An entry that overlaps or touches the open run (in the
+ * same page) extends it, as merging the entries into runs and cutting
+ * those at pages would. */
+static void emit_region(sink *k, const mmsb_region *r, const uint64_t *e, size_t m) {
+  uintptr_t r0 = (uintptr_t)r->data >> GRAN_SHIFT, g0 = 0, g1 = 0; /* the open run */
+  size_t page = SIZE_MAX, plen = 0;
+  page_runs pr;
+  pr.n = 0;
+  for (size_t i = 0; i < m; i++) {
+    uintptr_t a = mmsb_log_entry_addr(e[i]);
+    uintptr_t s = (a >> GRAN_SHIFT) - r0;
+    uintptr_t t = ((a + (uintptr_t)(e[i] >> MMSB_LOG_LEN_SHIFT) + MMSB_GRANULE) >> GRAN_SHIFT) - r0;
+    size_t pg = s / GRANS_PER_PAGE;
+    if (pg == page && s <= g1) {
+      if (t > g1) g1 = t;
+      continue;
+    }
+    if (page != SIZE_MAX) add_run(&pr, page, g0, g1, plen);
+    if (pg != page) {
+      if (page != SIZE_MAX) end_page(k, r, page, &pr, plen);
+      pr.n = 0;
+      page = pg;
+      plen = mmsb_region_page_len(r, pg);
+    }
+    g0 = s;
+    g1 = t;
+  }
+  if (page != SIZE_MAX) {
+    add_run(&pr, page, g0, g1, plen);
+    end_page(k, r, page, &pr, plen);
+  }
+}
+
+/* The span [*lo, *hi) of the bus's regions, and each region's slice of
+ * the sorted entries e[0..n) in T.sl (in the bus's order); the number of
+ * slices, or SIZE_MAX when memory is short. */
+static size_t slices(const mmsb_bus *bus, const uint64_t *e, size_t n) {
+  size_t ns = 0;
+  if (!(T.sl = mmsb_grow(T.sl, &T.sl_cap, bus->nregions ? bus->nregions : 1, sizeof *T.sl)))
+    return SIZE_MAX;
+  for (uint32_t i = 0; i < bus->nregions; i++) {
+    const mmsb_region *r = bus->regions[i];
+    if (!r || !r->map_size) continue;
+    uintptr_t g = (uintptr_t)r->data >> GRAN_SHIFT;
+    size_t i0 = lower_bound(e, n, g), i1 = lower_bound(e, n, g + (r->map_size >> GRAN_SHIFT));
+    if (i1 > i0) T.sl[ns++] = (slice){r, i0, i1};
+  }
+  return ns;
+}
+
+/* Folds the entries of e[0..n) that no slice holds into the bitmaps. */
+static void fold_gaps(const uint64_t *e, size_t n, size_t ns) {
+  size_t covered = 0;
+  for (size_t i = 0; i < ns; i++) covered += T.sl[i].i1 - T.sl[i].i0;
+  if (covered == n) return; /* the common case: every entry is this bus's */
+  for (size_t at = 0; at < n;) { /* slices do not overlap: regions do not */
+    size_t next = n, skip = at;
+    for (size_t i = 0; i < ns; i++) {
+      if (T.sl[i].i0 <= at && at < T.sl[i].i1) skip = T.sl[i].i1;
+      else if (T.sl[i].i0 > at && T.sl[i].i0 < next) next = T.sl[i].i0;
+    }
+    if (skip > at) {
+      at = skip;
+      continue;
+    }
+    mmsb_logs_fold(e + at, next - at);
+    at = next;
+  }
+}
+
+int mmsb_collect_tiny(mmsb_bus *bus, mmsb_batch *b, const mmsb_log_seg *segs, size_t nsegs,
+                      size_t n) {
+  uintptr_t lo = UINTPTR_MAX, hi = 0;
+  for (uint32_t i = 0; i < bus->nregions; i++) {
+    const mmsb_region *r = bus->regions[i];
+    if (!r || !r->map_size) continue;
+    if ((uintptr_t)r->data < lo) lo = (uintptr_t)r->data;
+    if ((uintptr_t)r->data + r->map_size > hi) hi = (uintptr_t)r->data + r->map_size;
+  }
+  if (lo >= hi) return MMSB_COLLECT_GENERAL;
+  if (!(T.ents = mmsb_grow(T.ents, &T.ents_cap, n, sizeof *T.ents)) ||
+      !(T.tmp = mmsb_grow(T.tmp, &T.tmp_cap, n, sizeof *T.tmp)))
+    return MMSB_COLLECT_GENERAL;
+  uint64_t t0 = bus->trace ? mmsb_now_ns() : 0, t1 = 0, t2 = 0;
+  size_t bound, in = take(segs, nsegs, n, lo, hi, T.ents, &bound);
+  if (in == SIZE_MAX) return MMSB_COLLECT_GENERAL;
+  if (bus->trace) t1 = mmsb_now_ns();
+  unsigned shift = PAGE_SHIFT; /* keys below 2^(shift - GRAN_SHIFT) */
+  while (shift < 63 && (hi - lo - 1) >> shift) shift++;
+  mmsb_sort_entries(T.ents, T.tmp, in, lo, shift - GRAN_SHIFT);
+  size_t ns = slices(bus, T.ents, in);
+  if (ns == SIZE_MAX) return MMSB_COLLECT_GENERAL;
+  if (bus->trace) t2 = mmsb_now_ns();
+  int rc = mmsb_batch_reserve_many(b, in, bound);
+  if (rc) return rc; /* the marks stay in the logs, for the next commit */
+  mmsb_logs_clear();
+  sink k; /* not zeroed whole: its queue is 24 KiB */
+  k.out = b->bytes.p + b->bytes.len;
+  k.index = b->index + b->count;
+  k.base = b->bytes.len;
+  k.at = k.d = 0;
+  mmsb_copy_init(&k.q);
+  for (size_t i = 0; i < ns; i++) emit_region(&k, T.sl[i].r, T.ents + T.sl[i].i0, T.sl[i].i1 - T.sl[i].i0);
+  mmsb_copy_done(&k.q, b);
+  mmsb_batch_commit_many(b, k.d, k.at);
+  fold_gaps(T.ents, in, ns);
+  mmsb_logs_fold(T.ents + in, n - in); /* outside the span */
+  if (bus->trace) { /* the steps as the general way names them */
+    mmsb_epoch_t e = mmsb_batch_epoch(b);
+    mmsb_trace_event(bus, "logs: partition", t0, t1, e, k.d);
+    mmsb_trace_event(bus, "logs: sort and size", t1, t2, e, k.d);
+    mmsb_trace_event(bus, "logs: fill", t2, mmsb_now_ns(), e, k.d);
+  }
+  return MMSB_OK;
+}
