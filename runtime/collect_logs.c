@@ -281,11 +281,8 @@ static size_t unit_pages(lcol *c, const unit *u, cursor *k, size_t *bytes, size_
       if (k && pg != page && end == e && alone(c, u, i, r0, pg) && one_run(r, pg, a, end, &off1, &len1)) {
         if (page != SIZE_MAX) page_end(c, r, page, &pr, body, plen, k, bytes, deltas);
         page = SIZE_MAX;
-        pr.n = 1;
-        pr.off[0] = off1;
-        pr.len[0] = len1;
         c->index[k->d++] = c->base + k->at;
-        k->at += mmsb_emit_runs(c->out + k->at, r, pg, &pr, MMSB_RUN_HDR + len1, k->q);
+        k->at += mmsb_emit_one_run(c->out + k->at, r, pg, off1, len1, k->q);
         break;
       }
       if (pg != page) {

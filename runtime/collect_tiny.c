@@ -101,6 +101,20 @@ static inline void end_page(sink *k, const mmsb_region *r, size_t pg, const page
   k->at += mmsb_emit_runs(k->out + k->at, r, pg, pr, plan, &k->q);
 }
 
+/* Writes page pg's delta when the run of granules [g0, g1) is its only
+ * one and takes less than the page (else false: the page's runs go the
+ * general way, end_page). */
+static inline bool one_run(sink *k, const mmsb_region *r, size_t pg, uintptr_t g0, uintptr_t g1,
+                           size_t plen) {
+  size_t off = (g0 - pg * GRANS_PER_PAGE) * MMSB_GRANULE, stop = (g1 - pg * GRANS_PER_PAGE) * MMSB_GRANULE;
+  if (off >= plen) return false;
+  size_t len = (stop < plen ? stop : plen) - off;
+  if (MMSB_RUN_HDR + len >= plen) return false;
+  k->index[k->d++] = k->base + k->at;
+  k->at += mmsb_emit_one_run(k->out + k->at, r, pg, (uint16_t)off, (uint16_t)len, &k->q);
+  return true;
+}
+
 /* Writes the deltas of region r from its sorted entries e[0..m), each in
  * one page of it.  An entry that overlaps or touches the open run (in the
  * same page) extends it, as merging the entries into runs and cutting
@@ -119,7 +133,10 @@ static void emit_region(sink *k, const mmsb_region *r, const uint64_t *e, size_t
       if (t > g1) g1 = t;
       continue;
     }
-    if (page != SIZE_MAX) add_run(&pr, page, g0, g1, plen);
+    if (page != SIZE_MAX && pg != page && pr.n == 0 && one_run(k, r, page, g0, g1, plen))
+      page = SIZE_MAX; /* written */
+    else if (page != SIZE_MAX)
+      add_run(&pr, page, g0, g1, plen);
     if (pg != page) {
       if (page != SIZE_MAX) end_page(k, r, page, &pr, plen);
       pr.n = 0;

@@ -87,4 +87,20 @@ static inline size_t mmsb_emit_runs(uint8_t *o, const mmsb_region *r, size_t pag
                           whole ? 0 : pr->n, body);
   return MMSB_DELTA_HDR + body;
 }
+/* Writes the delta of region page `page` whose only run is len bytes at
+ * off, RUN_HDR + len being under the page's length (else its plan is the
+ * whole page); its bytes are queued on q.  Returns the delta's length.
+ * Most pages of a sparse epoch have one run: this skips listing and
+ * planning runs (a one-thread 1e-5 fill, collect_tiny.c: 12.4 -> 10.1 us
+ * on the CPU machine). */
+static inline size_t mmsb_emit_one_run(uint8_t *o, const mmsb_region *r, size_t page, uint16_t off,
+                                       uint16_t len, copy_q *q) {
+  mmsb_delta_write_header(o, r->id, page, MMSB_OP_ASSIGN, MMSB_T_BYTES, 0, 1, MMSB_RUN_HDR + len);
+  memcpy(o + MMSB_DELTA_HDR, &off, 2);
+  memcpy(o + MMSB_DELTA_HDR + 2, &len, 2);
+  if (q->n + 1 > COPY_MAX) mmsb_copy_flush(q);
+  mmsb_copy_push(q, o + MMSB_DELTA_HDR + MMSB_RUN_HDR, r->data + page * MMSB_PAGE_SIZE + off, len);
+  q->runs++;
+  return MMSB_DELTA_HDR + MMSB_RUN_HDR + len;
+}
 #endif
