@@ -674,11 +674,22 @@ static bool partition(lcol *c, const mmsb_bus *bus, int threads) {
   return true;
 }
 
+/* The parts of the sort and of the fill: four a part of the partition,
+ * rounded up to a multiple of the threads so that each takes as many, at
+ * most MAX_PARTS.  At 1e-4 of a GiB on sixteen threads, 32 parts instead of
+ * 24 (half the threads taking two, half one) took the sort and fill from
+ * 79-82 to 72-79 us (probe on the H200's VM, three rounds). */
+static size_t sort_parts(int parts, int threads) {
+  if (parts <= 1) return 1;
+  size_t want = (size_t)parts * 4, t = threads > 1 ? (size_t)threads : 1;
+  want = (want + t - 1) / t * t;
+  return want > MAX_PARTS ? MAX_PARTS : want;
+}
+
 /* Sorts the buckets and sizes the units on the pool; the sizes become
  * starts.  Returns the epoch's bytes; *deltas its deltas. */
 static size_t size_units(lcol *c, int threads, size_t *deltas) {
-  size_t parts = c->parts > 1 ? (size_t)c->parts * 4 : 1;
-  if (parts > MAX_PARTS) parts = MAX_PARTS;
+  size_t parts = sort_parts(c->parts, threads);
   if (parts > c->nb) parts = c->nb;
   c->sparts = (int)parts;
   c->sp_b = B.sp_b;
