@@ -17,11 +17,12 @@
 // the kernel reads it over PCIe, each warp pulling its delta into shared
 // memory with a few wide reads first; its bytes are read from the bus's
 // pinned batch itself when they lie there (in_place), only their offsets
-// staged.  That saves the copy call and the
-// DMA's start, less the kernel's few round trips: a few microseconds of a
-// 1e-5 epoch's ~75 on the H200's VM (docs/performance.md, step 31).  At
-// 1e-4 (0.59 MB) reading in place was no faster than one DMA, and many
-// warps' small reads of a larger epoch cost more.
+// staged, by apply or by the fill's pieces.  That saves the copy call and
+// the DMA's start, less the kernel's few round trips: a few microseconds of
+// a 1e-5 epoch's ~50-75 on the H200's VM (docs/performance.md).  At 1e-4
+// (0.5 MB) reading in place shortened the commit but lengthened the wait
+// by as much (MMSB_ZERO_COPY=1048576, 17:51 and 17:56), and many warps'
+// small reads of a larger epoch cost more.
 // diff: a first kernel counts each page's changed granules (one block per
 // page, warp ballots); two exclusive prefix sums (CUB) over the counts give
 // each changed page its slot and each changed granule its place; a second
@@ -57,6 +58,7 @@ struct Stage {
   uint64_t staged = 0;
   size_t staged_len = 0, staged_n = 0;
   bool staged_mapped = false, staged_direct = false; // direct: bytes sent from the batch
+  bool staged_inplace = false; // mapped, the bytes to be read from the pinned batch
 };
 
 struct Stream {
@@ -468,6 +470,14 @@ int c_apply(void *p, void *dptr, size_t size, const uint8_t *bytes, size_t len,
     if (st.staged != epoch || st.staged_len != len || st.staged_n != n || !one_per_page)
       return mmsb_fail(MMSB_EINVAL, "epoch %llu was not staged", (unsigned long long)epoch);
     st.staged = 0;
+    if (st.staged_inplace) { // the pieces staged offsets only
+      if (in_place(s, pinned, bytes, len)) {
+        s->batch_pending = true;
+        const uint32_t *doffs = (const uint32_t *)(st.mapped + offs_at(len));
+        return launch(s, st, bytes, len, true, dptr, size, doffs, nullptr, (uint32_t)n);
+      }
+      memcpy(st.host, bytes, len); // not aligned for the kernel's reads: staged after all
+    }
     return launch_stage(s, st, st.staged_mapped, dptr, size, len, n, (uint32_t)n, true);
   }
   st.staged = 0;
@@ -524,6 +534,7 @@ int c_stage_begin(void *p, uint64_t epoch, size_t len, size_t n, bool pinned) {
   st.staged_n = n;
   st.staged_mapped = need <= zero_copy_max();
   st.staged_direct = pinned && !st.staged_mapped; // pieces: their offsets only
+  st.staged_inplace = pinned && st.staged_mapped && s->uva; // so too
   if (!st.staged_mapped) st.pending = true; // the sends will read st.host
   return MMSB_OK;
 }
@@ -531,7 +542,7 @@ int c_stage_begin(void *p, uint64_t epoch, size_t len, size_t n, bool pinned) {
 void c_stage_piece(void *p, uint64_t epoch, const uint8_t *src, size_t at, size_t len,
                    const size_t *index, size_t base, size_t d, size_t nd) {
   Stage &st = ((Stream *)p)->stage[epoch & 1];
-  mmsb_stage_copy(st.host + at, src, st.staged_direct ? 0 : len,
+  mmsb_stage_copy(st.host + at, src, st.staged_direct || st.staged_inplace ? 0 : len,
                   (uint32_t *)(st.host + offs_at(st.staged_len)) + d, index, base, nd);
 }
 
