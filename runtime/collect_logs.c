@@ -33,7 +33,7 @@
  * (collect_tiny.c) when its entries allow: one sort and one walk, none of
  * the steps below.
  *
- * A sized fill also stages the deltas of mirrored regions as it goes: each
+ * The fill also stages the deltas of mirrored regions as it goes: each
  * part hands its piece (offsets, and the bytes unless the batch is pinned)
  * to the mirror's staging, and the committing thread sends each chunk of
  * parts to the device as soon as all of its parts are done, between its
@@ -108,7 +108,7 @@ typedef struct lcol {
   uint8_t *out;          /* fill: where this epoch's deltas go */
   size_t *index, base;
   mmsb_batch *b;
-  size_t fill_bytes, fill_deltas; /* the epoch's (sized: more than one part) */
+  size_t fill_bytes, fill_deltas; /* the epoch's, as sizing found them */
   int nstaged, chunks;
   stager stg[STAGE_MIRRORS];
 } lcol;
