@@ -460,26 +460,30 @@ bool in_place(const Stream *s, bool pinned, const uint8_t *bytes, size_t len) {
   return pinned && s->uva && !((uintptr_t)bytes & 3) && !(len & 3);
 }
 
+// Apply of an epoch the fill staged (and sent): c_stage_*.
+int apply_staged(Stream *s, Stage &st, void *dptr, size_t size, const uint8_t *bytes, size_t len,
+                 size_t n, bool one_per_page, uint64_t epoch, bool pinned) {
+  if (st.staged != epoch || st.staged_len != len || st.staged_n != n || !one_per_page)
+    return mmsb_fail(MMSB_EINVAL, "epoch %llu was not staged", (unsigned long long)epoch);
+  st.staged = 0;
+  if (st.staged_inplace) { // the pieces staged offsets only
+    if (in_place(s, pinned, bytes, len)) {
+      s->batch_pending = true;
+      const uint32_t *doffs = (const uint32_t *)(st.mapped + offs_at(len));
+      return launch(s, st, bytes, len, true, dptr, size, doffs, nullptr, (uint32_t)n);
+    }
+    memcpy(st.host, bytes, len); // not aligned for the kernel's reads: staged after all
+  }
+  return launch_stage(s, st, st.staged_mapped, dptr, size, len, n, (uint32_t)n, true);
+}
+
 int c_apply(void *p, void *dptr, size_t size, const uint8_t *bytes, size_t len,
             const size_t *index, size_t base, size_t n, bool one_per_page, uint64_t epoch,
             int threads, bool staged, bool pinned) {
   Stream *s = (Stream *)p;
   OnDevice on(s->device);
   Stage &st = s->stage[epoch & 1];
-  if (staged) { // the fill staged (and sent) them: c_stage_*
-    if (st.staged != epoch || st.staged_len != len || st.staged_n != n || !one_per_page)
-      return mmsb_fail(MMSB_EINVAL, "epoch %llu was not staged", (unsigned long long)epoch);
-    st.staged = 0;
-    if (st.staged_inplace) { // the pieces staged offsets only
-      if (in_place(s, pinned, bytes, len)) {
-        s->batch_pending = true;
-        const uint32_t *doffs = (const uint32_t *)(st.mapped + offs_at(len));
-        return launch(s, st, bytes, len, true, dptr, size, doffs, nullptr, (uint32_t)n);
-      }
-      memcpy(st.host, bytes, len); // not aligned for the kernel's reads: staged after all
-    }
-    return launch_stage(s, st, st.staged_mapped, dptr, size, len, n, (uint32_t)n, true);
-  }
+  if (staged) return apply_staged(s, st, dptr, size, bytes, len, n, one_per_page, epoch, pinned);
   st.staged = 0;
   // bytes | offs | group starts (one group per page).  Read in place when
   // small (from the pinned batch itself when it can be); else copied, the
