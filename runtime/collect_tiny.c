@@ -152,9 +152,9 @@ static void emit_region(sink *k, const mmsb_region *r, const uint64_t *e, size_t
   }
 }
 
-/* The span [*lo, *hi) of the bus's regions, and each region's slice of
- * the sorted entries e[0..n) in T.sl (in the bus's order); the number of
- * slices, or SIZE_MAX when memory is short. */
+/* Each region's slice of the sorted entries e[0..n), in T.sl in the bus's
+ * order of regions (empty slices left out); the number of slices, or
+ * SIZE_MAX when memory is short. */
 static size_t slices(const mmsb_bus *bus, const uint64_t *e, size_t n) {
   size_t ns = 0;
   if (!(T.sl = mmsb_grow(T.sl, &T.sl_cap, bus->nregions ? bus->nregions : 1, sizeof *T.sl)))
