@@ -620,24 +620,26 @@ static int partition_parts(size_t n, int threads) {
   return parts < 1 ? 1 : (int)parts;
 }
 
-/* The span of the bus's regions, and buckets of ~BUCKET_FILL entries over
- * it: false when the bus has no region. */
-static bool plan_buckets(lcol *c, const mmsb_bus *bus) {
-  c->lo = UINTPTR_MAX;
-  c->hi = 0;
+/* The span [*lo, *hi) of the bus's regions: false when it has none. */
+static bool bus_span(const mmsb_bus *bus, uintptr_t *lo, uintptr_t *hi) {
+  *lo = UINTPTR_MAX;
+  *hi = 0;
   for (uint32_t i = 0; i < bus->nregions; i++) {
     const mmsb_region *r = bus->regions[i];
     if (!r || !r->map_size) continue;
-    if ((uintptr_t)r->data < c->lo) c->lo = (uintptr_t)r->data;
-    if ((uintptr_t)r->data + r->map_size > c->hi) c->hi = (uintptr_t)r->data + r->map_size;
+    if ((uintptr_t)r->data < *lo) *lo = (uintptr_t)r->data;
+    if ((uintptr_t)r->data + r->map_size > *hi) *hi = (uintptr_t)r->data + r->map_size;
   }
-  if (c->lo >= c->hi) return false;
+  return *lo < *hi;
+}
+
+/* Buckets of ~BUCKET_FILL entries over the span [c->lo, c->hi). */
+static void plan_buckets(lcol *c) {
   size_t want = 1;
   while (want < NB_MAX && want * BUCKET_FILL < c->n) want *= 2;
   c->shift = PAGE_SHIFT;
   while (c->shift < 63 && ((c->hi - c->lo - 1) >> c->shift) >= want) c->shift++;
   c->nb = ((c->hi - c->lo - 1) >> c->shift) + 1;
-  return true;
 }
 
 /* Partitions the logs' entries into buckets (the logs are empty after)
@@ -711,6 +713,14 @@ static size_t size_units(lcol *c, int threads, size_t *deltas) {
   return bytes;
 }
 
+void mmsb_trace_logs_steps(mmsb_bus *bus, const mmsb_batch *b, uint64_t t0, uint64_t t1,
+                           uint64_t t2, size_t deltas) {
+  mmsb_epoch_t e = mmsb_batch_epoch(b);
+  mmsb_trace_event(bus, "logs: partition", t0, t1, e, deltas);
+  mmsb_trace_event(bus, "logs: sort and size", t1, t2, e, deltas);
+  mmsb_trace_event(bus, "logs: fill", t2, mmsb_now_ns(), e, deltas);
+}
+
 int mmsb_collect_logs(mmsb_bus *bus, mmsb_batch *b) {
   lcol c;
   memset(&c, 0, sizeof c);
@@ -721,14 +731,15 @@ int mmsb_collect_logs(mmsb_bus *bus, mmsb_batch *b) {
   for (size_t i = 0; i < ns; i++) c.n += c.segs[i].n;
   if (c.n == 0) return MMSB_OK;
   int threads = bus->cfg.commit_threads > 0 ? bus->cfg.commit_threads : 1;
-  if ((c.n < ONE_MAX || threads == 1) && c.n <= BUCKET_MAX) {
-    int rc = mmsb_collect_tiny(bus, b, c.segs, c.nsegs, c.n);
-    if (rc != MMSB_COLLECT_GENERAL) return rc;
-  }
-  if (!plan_buckets(&c, bus)) { /* no region: every mark is another bus's */
+  if (!bus_span(bus, &c.lo, &c.hi)) { /* no region: every mark is another bus's */
     mmsb_logs_flush_all();
     return MMSB_OK;
   }
+  if ((c.n < ONE_MAX || threads == 1) && c.n <= BUCKET_MAX) {
+    int rc = mmsb_collect_tiny(bus, b, c.segs, c.nsegs, c.n, c.lo, c.hi);
+    if (rc != MMSB_COLLECT_GENERAL) return rc;
+  }
+  plan_buckets(&c);
   uint64_t t0 = bus->trace ? mmsb_now_ns() : 0, t1 = 0, t2 = 0;
   if (!partition(&c, bus, threads)) return MMSB_COLLECT_BITMAPS; /* short or skewed */
   if (bus->trace) t1 = mmsb_now_ns();
@@ -750,11 +761,6 @@ int mmsb_collect_logs(mmsb_bus *bus, mmsb_batch *b) {
   mmsb_pool_run_tick(c.sparts, threads, fill_part, &c, c.nstaged ? stage_tick : NULL);
   mmsb_batch_commit_many(b, count, bytes);
   fold_foreign(&c);
-  if (bus->trace) { /* the collection's steps, under the "collect" event */
-    mmsb_epoch_t e = mmsb_batch_epoch(b);
-    mmsb_trace_event(bus, "logs: partition", t0, t1, e, count);
-    mmsb_trace_event(bus, "logs: sort and size", t1, t2, e, count);
-    mmsb_trace_event(bus, "logs: fill", t2, mmsb_now_ns(), e, count);
-  }
+  if (bus->trace) mmsb_trace_logs_steps(bus, b, t0, t1, t2, count);
   return MMSB_OK;
 }

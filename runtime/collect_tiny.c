@@ -190,15 +190,7 @@ static void fold_gaps(const uint64_t *e, size_t n, size_t ns) {
 }
 
 int mmsb_collect_tiny(mmsb_bus *bus, mmsb_batch *b, const mmsb_log_seg *segs, size_t nsegs,
-                      size_t n) {
-  uintptr_t lo = UINTPTR_MAX, hi = 0;
-  for (uint32_t i = 0; i < bus->nregions; i++) {
-    const mmsb_region *r = bus->regions[i];
-    if (!r || !r->map_size) continue;
-    if ((uintptr_t)r->data < lo) lo = (uintptr_t)r->data;
-    if ((uintptr_t)r->data + r->map_size > hi) hi = (uintptr_t)r->data + r->map_size;
-  }
-  if (lo >= hi) return MMSB_COLLECT_GENERAL;
+                      size_t n, uintptr_t lo, uintptr_t hi) {
   if (!(T.ents = mmsb_grow(T.ents, &T.ents_cap, n, sizeof *T.ents)) ||
       !(T.tmp = mmsb_grow(T.tmp, &T.tmp_cap, n, sizeof *T.tmp)))
     return MMSB_COLLECT_GENERAL;
@@ -226,11 +218,6 @@ int mmsb_collect_tiny(mmsb_bus *bus, mmsb_batch *b, const mmsb_log_seg *segs, si
   mmsb_batch_commit_many(b, k.d, k.at);
   fold_gaps(T.ents, in, ns);
   mmsb_logs_fold(T.ents + in, n - in); /* outside the span */
-  if (bus->trace) { /* the steps as the general way names them */
-    mmsb_epoch_t e = mmsb_batch_epoch(b);
-    mmsb_trace_event(bus, "logs: partition", t0, t1, e, k.d);
-    mmsb_trace_event(bus, "logs: sort and size", t1, t2, e, k.d);
-    mmsb_trace_event(bus, "logs: fill", t2, mmsb_now_ns(), e, k.d);
-  }
+  if (bus->trace) mmsb_trace_logs_steps(bus, b, t0, t1, t2, k.d); /* named as the general way's */
   return MMSB_OK;
 }

@@ -321,13 +321,17 @@ int mmsb_collect_all(mmsb_bus *bus, mmsb_batch *b);
  * before it took them: they are still in the logs. */
 #define MMSB_COLLECT_BITMAPS 1
 int mmsb_collect_logs(mmsb_bus *bus, mmsb_batch *b);
+/* The trace events of a collection from the logs: its partition (or copy)
+ * from t0, sort and size from t1, fill from t2 to now. */
+void mmsb_trace_logs_steps(mmsb_bus *bus, const mmsb_batch *b, uint64_t t0, uint64_t t1,
+                           uint64_t t2, size_t deltas);
 /* collect_tiny.c: an epoch of n entries (segs) collected on this thread in
- * one pass; MMSB_COLLECT_GENERAL when it is not one for that way (an entry
- * crosses a page or lies outside the bus's regions' span), the logs
- * untouched. */
+ * one pass, [lo, hi) the span of the bus's regions; MMSB_COLLECT_GENERAL
+ * when it is not one for that way (an entry crosses a page or the span's
+ * edge), the logs untouched. */
 #define MMSB_COLLECT_GENERAL 2
 int mmsb_collect_tiny(mmsb_bus *bus, mmsb_batch *b, const mmsb_log_seg *segs, size_t nsegs,
-                      size_t n);
+                      size_t n, uintptr_t lo, uintptr_t hi);
 /* sort_entries.c: sorts log entries e[0..n) by granule counted from base
  * (keys below 2^bits), through tmp (n entries). */
 void mmsb_sort_entries(uint64_t *e, uint64_t *tmp, size_t n, uintptr_t base, unsigned bits);
