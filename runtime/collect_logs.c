@@ -201,34 +201,18 @@ static size_t merge_entries(const uint64_t *e, size_t n, grun *rs) {
   return k;
 }
 
-/* Where a unit's deltas go while it is filled: bytes and deltas so far
- * (from the epoch's start), and the queue of their copies. */
-typedef struct cursor {
-  size_t at, d;
-  copy_q *q;
-} cursor;
-
-/* Writes the delta of region page `page` with runs pr. */
-static void end_page(lcol *c, const mmsb_region *r, size_t page, const page_runs *pr, cursor *k) {
-  uint32_t plan = mmsb_runs_plan(pr, mmsb_region_page_len(r, page));
-  if (!plan) return;
-  c->index[k->d] = c->base + k->at;
-  k->at += mmsb_emit_runs(c->out + k->at, r, page, pr, plan, k->q);
-  k->d++;
-}
-
 /* A page's delta size when its runs and their headers take body bytes:
  * the whole page (plen bytes) instead when that is not smaller. */
 static inline size_t page_delta_bytes(size_t body, size_t plen) {
   return MMSB_DELTA_HDR + (body >= plen ? plen : body);
 }
 
-/* The end of page `page`: its delta written (k: runs pr) or sized (body:
- * the sum of its runs and their headers; plen: its length). */
-static void page_end(lcol *c, const mmsb_region *r, size_t page, const page_runs *pr,
-                     size_t body, size_t plen, cursor *k, size_t *bytes, size_t *deltas) {
+/* The end of page `page` (plen bytes): its delta written (k: runs pr) or
+ * sized (body: the sum of its runs and their headers). */
+static void page_end(const mmsb_region *r, size_t page, const page_runs *pr, size_t body,
+                     size_t plen, delta_out *k, size_t *bytes, size_t *deltas) {
   if (k) {
-    end_page(c, r, page, pr, k);
+    mmsb_out_page(k, r, page, pr, plen);
   } else if (body) { /* as mmsb_runs_plan plans it */
     *bytes += page_delta_bytes(body, plen);
     ++*deltas;
@@ -242,29 +226,13 @@ static inline bool alone(const lcol *c, const unit *u, size_t i, uintptr_t r0, s
   return i + 1 == u->r1 || (c->runs[i + 1].g0 - r0) / GRANS_PER_PAGE > pg;
 }
 
-/* Whether the fill can write page pg's delta at once when granules [a, e)
- * of the region (in page pg) are its only run, without gathering the
- * page's runs and planning them (its plan is the run and its header): the
- * run's bytes (*off, *len) start inside the region and take less than the
- * page with their header. */
-static inline bool one_run(const mmsb_region *r, size_t pg, uintptr_t a, uintptr_t e,
-                           uint16_t *off, uint16_t *len) {
-  size_t plen = mmsb_region_page_len(r, pg), o = (a % GRANS_PER_PAGE) * MMSB_GRANULE;
-  size_t stop = (e - pg * GRANS_PER_PAGE) * MMSB_GRANULE;
-  if (o >= plen) return false;
-  size_t n = (stop < plen ? stop : plen) - o;
-  *off = (uint16_t)o;
-  *len = (uint16_t)n;
-  return MMSB_RUN_HDR + n < plen;
-}
-
 /* Sizes (k NULL: adds to *bytes and *deltas) or writes (k) the deltas of
  * unit u: its runs, clipped to its region and cut at pages, give each
  * page's runs, as the granule bits do in the bitmap path.  Sizing sums a
  * page's runs as they come instead of listing them (listing them and
  * planning from the list was ~40% of a 1e-3 epoch's sort and size).
  * Returns the granules it covers. */
-static size_t unit_pages(lcol *c, const unit *u, cursor *k, size_t *bytes, size_t *deltas) {
+static size_t unit_pages(lcol *c, const unit *u, delta_out *k, size_t *bytes, size_t *deltas) {
   const mmsb_region *r = u->r;
   uintptr_t r0 = (uintptr_t)r->data >> GRAN_SHIFT, r1 = r0 + (r->map_size >> GRAN_SHIFT);
   size_t covered = 0, page = SIZE_MAX, body = 0, plen = 0; /* the page pr belongs to */
@@ -277,27 +245,23 @@ static size_t unit_pages(lcol *c, const unit *u, cursor *k, size_t *bytes, size_
     while (a < e) {
       size_t pg = a / GRANS_PER_PAGE, end = (pg + 1) * GRANS_PER_PAGE;
       if (end > e) end = e;
-      uint16_t off1, len1;
-      if (k && pg != page && end == e && alone(c, u, i, r0, pg) && one_run(r, pg, a, end, &off1, &len1)) {
-        if (page != SIZE_MAX) page_end(c, r, page, &pr, body, plen, k, bytes, deltas);
+      if (k && pg != page && end == e && alone(c, u, i, r0, pg)) { /* maybe the page's one run */
+        if (page != SIZE_MAX) page_end(r, page, &pr, body, plen, k, bytes, deltas);
         page = SIZE_MAX;
-        c->index[k->d++] = c->base + k->at;
-        k->at += mmsb_emit_one_run(c->out + k->at, r, pg, off1, len1, k->q);
-        break;
+        if (mmsb_out_one_run(k, r, pg, a, end, mmsb_region_page_len(r, pg))) break;
       }
       if (pg != page) {
-        if (page != SIZE_MAX) page_end(c, r, page, &pr, body, plen, k, bytes, deltas);
+        if (page != SIZE_MAX) page_end(r, page, &pr, body, plen, k, bytes, deltas);
         pr.n = 0;
         body = 0;
         page = pg;
         plen = mmsb_region_page_len(r, pg);
       }
-      size_t off = (a % GRANS_PER_PAGE) * MMSB_GRANULE, stop = (end - pg * GRANS_PER_PAGE) * MMSB_GRANULE;
-      if (off < plen) {
-        size_t len = (stop < plen ? stop : plen) - off;
+      uint16_t off, len;
+      if (mmsb_run_clip(a, end, pg, plen, &off, &len)) {
         if (k) {
-          pr.off[pr.n] = (uint16_t)off;
-          pr.len[pr.n++] = (uint16_t)len;
+          pr.off[pr.n] = off;
+          pr.len[pr.n++] = len;
         } else {
           body += MMSB_RUN_HDR + len;
         }
@@ -305,7 +269,7 @@ static size_t unit_pages(lcol *c, const unit *u, cursor *k, size_t *bytes, size_
       a = end;
     }
   }
-  if (page != SIZE_MAX) page_end(c, r, page, &pr, body, plen, k, bytes, deltas);
+  if (page != SIZE_MAX) page_end(r, page, &pr, body, plen, k, bytes, deltas);
   return covered;
 }
 
@@ -410,7 +374,7 @@ static void fill_units(lcol *c, int part) {
   copy_q q;
   mmsb_copy_init(&q);
   for (size_t i = c->sp_u[part]; i < c->sp_u[part + 1]; i++) {
-    cursor k = {c->units[i].bytes, c->units[i].deltas, &q};
+    delta_out k = {c->out, c->index, c->base, c->units[i].bytes, c->units[i].deltas, &q};
     unit_pages(c, &c->units[i], &k, NULL, NULL);
   }
   mmsb_copy_done(&q, c->b);

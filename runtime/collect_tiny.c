@@ -76,50 +76,17 @@ static size_t lower_bound(const uint64_t *e, size_t n, uintptr_t g) {
   return lo;
 }
 
-/* Where a region's deltas go: bytes and deltas so far, and the queue of
- * their copies. */
-typedef struct sink {
-  uint8_t *out;
-  size_t *index, base, at, d;
-  copy_q q;
-} sink;
-
 /* Adds the run of granules [g0, g1) (from the region's start, in page pg)
- * to pr, clipped to the page's plen bytes as the bitmap path clips it. */
+ * to pr, clipped to the page's plen bytes. */
 static inline void add_run(page_runs *pr, size_t pg, uintptr_t g0, uintptr_t g1, size_t plen) {
-  size_t off = (g0 - pg * GRANS_PER_PAGE) * MMSB_GRANULE, stop = (g1 - pg * GRANS_PER_PAGE) * MMSB_GRANULE;
-  if (off >= plen) return;
-  pr->off[pr->n] = (uint16_t)off;
-  pr->len[pr->n++] = (uint16_t)((stop < plen ? stop : plen) - off);
-}
-
-/* Writes page pg's delta (runs pr) unless it has no bytes. */
-static inline void end_page(sink *k, const mmsb_region *r, size_t pg, const page_runs *pr, size_t plen) {
-  uint32_t plan = mmsb_runs_plan(pr, plen);
-  if (!plan) return;
-  k->index[k->d++] = k->base + k->at;
-  k->at += mmsb_emit_runs(k->out + k->at, r, pg, pr, plan, &k->q);
-}
-
-/* Writes page pg's delta when the run of granules [g0, g1) is its only
- * one and takes less than the page (else false: the page's runs go the
- * general way, end_page). */
-static inline bool one_run(sink *k, const mmsb_region *r, size_t pg, uintptr_t g0, uintptr_t g1,
-                           size_t plen) {
-  size_t off = (g0 - pg * GRANS_PER_PAGE) * MMSB_GRANULE, stop = (g1 - pg * GRANS_PER_PAGE) * MMSB_GRANULE;
-  if (off >= plen) return false;
-  size_t len = (stop < plen ? stop : plen) - off;
-  if (MMSB_RUN_HDR + len >= plen) return false;
-  k->index[k->d++] = k->base + k->at;
-  k->at += mmsb_emit_one_run(k->out + k->at, r, pg, (uint16_t)off, (uint16_t)len, &k->q);
-  return true;
+  if (mmsb_run_clip(g0, g1, pg, plen, &pr->off[pr->n], &pr->len[pr->n])) pr->n++;
 }
 
 /* Writes the deltas of region r from its sorted entries e[0..m), each in
  * one page of it.  An entry that overlaps or touches the open run (in the
  * same page) extends it, as merging the entries into runs and cutting
  * those at pages would. */
-static void emit_region(sink *k, const mmsb_region *r, const uint64_t *e, size_t m) {
+static void emit_region(delta_out *k, const mmsb_region *r, const uint64_t *e, size_t m) {
   uintptr_t r0 = (uintptr_t)r->data >> GRAN_SHIFT, g0 = 0, g1 = 0; /* the open run */
   size_t page = SIZE_MAX, plen = 0;
   page_runs pr;
@@ -133,12 +100,12 @@ static void emit_region(sink *k, const mmsb_region *r, const uint64_t *e, size_t
       if (t > g1) g1 = t;
       continue;
     }
-    if (page != SIZE_MAX && pg != page && pr.n == 0 && one_run(k, r, page, g0, g1, plen))
+    if (page != SIZE_MAX && pg != page && pr.n == 0 && mmsb_out_one_run(k, r, page, g0, g1, plen))
       page = SIZE_MAX; /* written */
     else if (page != SIZE_MAX)
       add_run(&pr, page, g0, g1, plen);
     if (pg != page) {
-      if (page != SIZE_MAX) end_page(k, r, page, &pr, plen);
+      if (page != SIZE_MAX) mmsb_out_page(k, r, page, &pr, plen);
       pr.n = 0;
       page = pg;
       plen = mmsb_region_page_len(r, pg);
@@ -148,7 +115,7 @@ static void emit_region(sink *k, const mmsb_region *r, const uint64_t *e, size_t
   }
   if (page != SIZE_MAX) {
     add_run(&pr, page, g0, g1, plen);
-    end_page(k, r, page, &pr, plen);
+    mmsb_out_page(k, r, page, &pr, plen);
   }
 }
 
@@ -207,14 +174,11 @@ int mmsb_collect_tiny(mmsb_bus *bus, mmsb_batch *b, const mmsb_log_seg *segs, si
   int rc = mmsb_batch_reserve_many(b, in, bound);
   if (rc) return rc; /* the marks stay in the logs, for the next commit */
   mmsb_logs_clear();
-  sink k; /* not zeroed whole: its queue is 24 KiB */
-  k.out = b->bytes.p + b->bytes.len;
-  k.index = b->index + b->count;
-  k.base = b->bytes.len;
-  k.at = k.d = 0;
-  mmsb_copy_init(&k.q);
+  copy_q q;
+  mmsb_copy_init(&q);
+  delta_out k = {b->bytes.p + b->bytes.len, b->index + b->count, b->bytes.len, 0, 0, &q};
   for (size_t i = 0; i < ns; i++) emit_region(&k, T.sl[i].r, T.ents + T.sl[i].i0, T.sl[i].i1 - T.sl[i].i0);
-  mmsb_copy_done(&k.q, b);
+  mmsb_copy_done(&q, b);
   mmsb_batch_commit_many(b, k.d, k.at);
   fold_gaps(T.ents, in, ns);
   mmsb_logs_fold(T.ents + in, n - in); /* outside the span */
