@@ -412,9 +412,6 @@ void pinned_release(void *p) {
 
 const mmsb_mem pinned_mem = {pinned_alloc, pinned_release};
 
-// Where a stage's offsets start: after its bytes, 16-aligned.
-size_t offs_at(size_t len) { return (len + 15) & ~(size_t)15; }
-
 // Stage st, for epoch `epoch`, with room for `need` bytes: its last epoch
 // must be done with it (c_wait saw to that, or this does).
 int stage_reserve(Stream *s, Stage &st, uint64_t epoch, size_t need) {
@@ -445,7 +442,7 @@ int launch(Stream *s, Stage &st, const uint8_t *bytes, size_t blen, bool mapped,
 // The stage's bytes and offsets as the kernel addresses them.
 int launch_stage(Stream *s, Stage &st, bool mapped, void *dptr, size_t size, size_t len, size_t n,
                  uint32_t ng, bool one_per_page) {
-  size_t olen = offs_at(len);
+  size_t olen = mmsb_stage_offs_at(len);
   const uint8_t *src = mapped ? st.mapped : st.dev;
   const uint32_t *offs = (const uint32_t *)(src + olen);
   return launch(s, st, src, olen, mapped, dptr, size, offs, one_per_page ? nullptr : offs + n, ng);
@@ -460,6 +457,16 @@ bool in_place(const Stream *s, bool pinned, const uint8_t *bytes, size_t len) {
   return pinned && s->uva && !((uintptr_t)bytes & 3) && !(len & 3);
 }
 
+// The kernel reading the bytes in place from the pinned batch (in_place)
+// and their offsets (then group starts unless one_per_page) from mapped
+// stage st: the next commit waits for it before writing the batch.
+int launch_in_place(Stream *s, Stage &st, const uint8_t *bytes, size_t len, void *dptr,
+                    size_t size, size_t n, uint32_t ng, bool one_per_page) {
+  s->batch_pending = true;
+  const uint32_t *offs = (const uint32_t *)(st.mapped + mmsb_stage_offs_at(len));
+  return launch(s, st, bytes, len, true, dptr, size, offs, one_per_page ? nullptr : offs + n, ng);
+}
+
 // Apply of an epoch the fill staged (and sent): c_stage_*.
 int apply_staged(Stream *s, Stage &st, void *dptr, size_t size, const uint8_t *bytes, size_t len,
                  size_t n, bool one_per_page, uint64_t epoch, bool pinned) {
@@ -467,11 +474,8 @@ int apply_staged(Stream *s, Stage &st, void *dptr, size_t size, const uint8_t *b
     return mmsb_fail(MMSB_EINVAL, "epoch %llu was not staged", (unsigned long long)epoch);
   st.staged = 0;
   if (st.staged_inplace) { // the pieces staged offsets only
-    if (in_place(s, pinned, bytes, len)) {
-      s->batch_pending = true;
-      const uint32_t *doffs = (const uint32_t *)(st.mapped + offs_at(len));
-      return launch(s, st, bytes, len, true, dptr, size, doffs, nullptr, (uint32_t)n);
-    }
+    if (in_place(s, pinned, bytes, len))
+      return launch_in_place(s, st, bytes, len, dptr, size, n, (uint32_t)n, true);
     memcpy(st.host, bytes, len); // not aligned for the kernel's reads: staged after all
   }
   return launch_stage(s, st, st.staged_mapped, dptr, size, len, n, (uint32_t)n, true);
@@ -488,7 +492,7 @@ int c_apply(void *p, void *dptr, size_t size, const uint8_t *bytes, size_t len,
   // bytes | offs | group starts (one group per page).  Read in place when
   // small (from the pinned batch itself when it can be); else copied, the
   // bytes straight from a pinned batch (direct).
-  size_t olen = offs_at(len), most = olen + (2 * n + 1) * sizeof(uint32_t);
+  size_t olen = mmsb_stage_offs_at(len), most = olen + (2 * n + 1) * sizeof(uint32_t);
   bool mapped = (one_per_page ? olen + n * sizeof(uint32_t) : most) <= zero_copy_max();
   bool direct = pinned && !mapped, inplace = mapped && in_place(s, pinned, bytes, len);
   int rc = stage_reserve(s, st, epoch, most);
@@ -505,11 +509,7 @@ int c_apply(void *p, void *dptr, size_t size, const uint8_t *bytes, size_t len,
   }
   if (one_per_page) ng = (uint32_t)n; // groups of one: the kernel needs no group array
   else group[ng] = (uint32_t)n;
-  if (inplace) { // the kernel reads the batch: the next commit waits before writing it
-    s->batch_pending = true;
-    const uint32_t *doffs = (const uint32_t *)(st.mapped + olen);
-    return launch(s, st, bytes, len, true, dptr, size, doffs, one_per_page ? nullptr : doffs + n, ng);
-  }
+  if (inplace) return launch_in_place(s, st, bytes, len, dptr, size, n, ng, one_per_page);
   size_t need = olen + (n + (one_per_page ? 0 : ng + 1)) * sizeof(uint32_t), from = direct ? olen : 0;
   if (!mapped) {
     if (direct)
@@ -530,7 +530,7 @@ int c_stage_begin(void *p, uint64_t epoch, size_t len, size_t n, bool pinned) {
   OnDevice on(s->device);
   Stage &st = s->stage[epoch & 1];
   st.staged = 0;
-  size_t need = offs_at(len) + n * sizeof(uint32_t);
+  size_t need = mmsb_stage_offs_at(len) + n * sizeof(uint32_t);
   int rc = stage_reserve(s, st, epoch, need);
   if (rc) return rc;
   st.staged = epoch;
@@ -547,7 +547,7 @@ void c_stage_piece(void *p, uint64_t epoch, const uint8_t *src, size_t at, size_
                    const size_t *index, size_t base, size_t d, size_t nd) {
   Stage &st = ((Stream *)p)->stage[epoch & 1];
   mmsb_stage_copy(st.host + at, src, st.staged_direct || st.staged_inplace ? 0 : len,
-                  (uint32_t *)(st.host + offs_at(st.staged_len)) + d, index, base, nd);
+                  (uint32_t *)(st.host + mmsb_stage_offs_at(st.staged_len)) + d, index, base, nd);
 }
 
 int c_stage_send(void *p, uint64_t epoch, const uint8_t *src, size_t at, size_t len, size_t d,
@@ -556,7 +556,7 @@ int c_stage_send(void *p, uint64_t epoch, const uint8_t *src, size_t at, size_t 
   Stage &st = s->stage[epoch & 1];
   if (st.staged_mapped) return MMSB_OK; // the kernel reads it in place
   OnDevice on(s->device);
-  size_t o = offs_at(st.staged_len) + d * sizeof(uint32_t);
+  size_t o = mmsb_stage_offs_at(st.staged_len) + d * sizeof(uint32_t);
   s->batch_pending |= st.staged_direct;
   int rc = cuda_err(cudaMemcpyAsync(st.dev + at, st.staged_direct ? src : st.host + at, len,
                                     cudaMemcpyHostToDevice, s->s), "send deltas");

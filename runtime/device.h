@@ -13,6 +13,11 @@
 extern "C" {
 #endif
 
+/* Where a staged epoch's 32-bit offsets start: after its len bytes,
+ * 16-aligned.  The layout of both backends' staging (bytes, then offsets),
+ * so that the host backend applies what it staged as the kernel reads it. */
+static inline size_t mmsb_stage_offs_at(size_t len) { return (len + 15) & ~(size_t)15; }
+
 /* Where a buffer's memory comes from (mmsb_buf; NULL: malloc, realloc,
  * free).  The bus's batch takes the CUDA backend's pinned memory once the
  * bus has a CUDA mirror (mirror.c), so the GPU copies deltas straight from

@@ -70,9 +70,6 @@ static void apply_one(uint8_t *base, size_t size, const uint8_t *d) {
   }
 }
 
-/* Where a staged epoch's offsets start: after its bytes, 16-aligned. */
-static size_t offs_at(size_t len) { return (len + 15) & ~(size_t)15; }
-
 /* A staged epoch is applied from the staging, through its offsets, as the
  * CUDA kernel reads it: CI tests what the threads staged. */
 static int h_apply(void *s, void *dptr, size_t size, const uint8_t *bytes, size_t len,
@@ -83,7 +80,7 @@ static int h_apply(void *s, void *dptr, size_t size, const uint8_t *bytes, size_
   (void)threads;
   (void)pinned;
   if (staged && h->stage_epoch == epoch && h->stage_len == len && h->stage_n == n) {
-    const uint32_t *offs = (const uint32_t *)(h->stage + offs_at(len));
+    const uint32_t *offs = (const uint32_t *)(h->stage + mmsb_stage_offs_at(len));
     for (size_t i = 0; i < n; i++) apply_one(dptr, size, h->stage + offs[i]);
     return MMSB_OK;
   }
@@ -95,7 +92,7 @@ static int h_apply(void *s, void *dptr, size_t size, const uint8_t *bytes, size_
 static int h_stage_begin(void *s, uint64_t epoch, size_t len, size_t n, bool pinned) {
   host_stream *h = s;
   (void)pinned;
-  size_t need = offs_at(len) + n * sizeof(uint32_t);
+  size_t need = mmsb_stage_offs_at(len) + n * sizeof(uint32_t);
   uint8_t *t = mmsb_grow(h->stage, &h->cap_stage, need, 1);
   if (!t) return mmsb_fail(MMSB_ENOMEM, "host staging of %zu bytes", need);
   h->stage = t;
@@ -109,8 +106,8 @@ static void h_stage_piece(void *s, uint64_t epoch, const uint8_t *src, size_t at
                           const size_t *index, size_t base, size_t d, size_t nd) {
   host_stream *h = s;
   (void)epoch;
-  mmsb_stage_copy(h->stage + at, src, len, (uint32_t *)(h->stage + offs_at(h->stage_len)) + d,
-                  index, base, nd);
+  uint32_t *offs = (uint32_t *)(h->stage + mmsb_stage_offs_at(h->stage_len));
+  mmsb_stage_copy(h->stage + at, src, len, offs + d, index, base, nd);
 }
 
 static int h_stage_send(void *s, uint64_t epoch, const uint8_t *src, size_t at, size_t len,
