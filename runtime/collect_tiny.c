@@ -25,6 +25,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+_Atomic uint64_t mmsb_tiny_epochs;
+
 /* A region's slice of the sorted entries. */
 typedef struct slice {
   const mmsb_region *r;
@@ -182,6 +184,7 @@ int mmsb_collect_tiny(mmsb_bus *bus, mmsb_batch *b, const mmsb_log_seg *segs, si
   mmsb_batch_commit_many(b, k.d, k.at);
   fold_gaps(T.ents, in, ns);
   mmsb_logs_fold(T.ents + in, n - in); /* outside the span */
+  atomic_fetch_add_explicit(&mmsb_tiny_epochs, 1, memory_order_relaxed);
   if (bus->trace) mmsb_trace_logs_steps(bus, b, t0, t1, t2, k.d); /* named as the general way's */
   return MMSB_OK;
 }

@@ -332,6 +332,10 @@ void mmsb_trace_logs_steps(mmsb_bus *bus, const mmsb_batch *b, uint64_t t0, uint
 #define MMSB_COLLECT_GENERAL 2
 int mmsb_collect_tiny(mmsb_bus *bus, mmsb_batch *b, const mmsb_log_seg *segs, size_t nsegs,
                       size_t n, uintptr_t lo, uintptr_t hi);
+/* Counts for the tests, that the ways they test were taken: epochs the
+ * one-thread way collected (collect_tiny.c), and mirror applies that only
+ * launched what the fill had staged (mirror.c).  Relaxed; never reset. */
+extern _Atomic uint64_t mmsb_tiny_epochs, mmsb_staged_applies;
 /* sort_entries.c: sorts log entries e[0..n) by granule counted from base
  * (keys below 2^bits), through tmp (n entries). */
 void mmsb_sort_entries(uint64_t *e, uint64_t *tmp, size_t n, uintptr_t base, unsigned bits);

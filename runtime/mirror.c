@@ -119,6 +119,8 @@ static int gather(mmsb_mirror *m, const mmsb_batch *b, gathered *g) {
   return MMSB_OK;
 }
 
+_Atomic uint64_t mmsb_staged_applies;
+
 /* Whether the fill staged exactly the deltas g of epoch e (the batch may
  * have changed since: sorted, or derived deltas of the region added). */
 static bool staged(const mmsb_mirror *m, mmsb_epoch_t e, const gathered *g) {
@@ -138,10 +140,12 @@ static int catch_up(mmsb_mirror *m, const mmsb_batch *b) {
   if (m->applied >= e) return MMSB_OK;
   gathered g = {NULL, 0, 0, 0, false};
   int rc = gather(m, b, &g);
+  bool was_staged = !rc && g.n && staged(m, e, &g);
+  if (was_staged) atomic_fetch_add_explicit(&mmsb_staged_applies, 1, memory_order_relaxed);
   if (!rc && g.n)
     rc = m->ops->apply(m->stream, m->dptr, m->r->size, b->bytes.p + g.first, g.len, g.index,
-                       g.first, g.n, g.one_per_page, e, m->bus->cfg.commit_threads,
-                       staged(m, e, &g), pinned(m, b));
+                       g.first, g.n, g.one_per_page, e, m->bus->cfg.commit_threads, was_staged,
+                       pinned(m, b));
   m->staged = 0;
   if (!rc) m->applied = e;
   return rc;

@@ -2,6 +2,7 @@
  * applied to a replica of the previous state must give the new state byte
  * for byte.  MMSB_VERIFY is on, so the runtime checks itself too. */
 #include "check.h"
+#include "internal.h"
 #include "mmsb_abi.h"
 
 #include <pthread.h>
@@ -144,6 +145,14 @@ static void open_verify_bus(const char *name, size_t size, int commit_threads, m
   CHECK_OK(mmsb_region_create(*bus, name, size, 0, r));
 }
 
+/* Whether the last batches of buses a and b are the same bytes. */
+static bool same_batches(const mmsb_bus *a, const mmsb_bus *b) {
+  size_t la, lb;
+  const uint8_t *pa = mmsb_batch_bytes(mmsb_last_batch(a), &la);
+  const uint8_t *pb = mmsb_batch_bytes(mmsb_last_batch(b), &lb);
+  return la == lb && memcmp(pa, pb, la) == 0;
+}
+
 /* Large epochs are collected by several threads: the batch must be the
  * same bytes as one thread's, and right (MMSB_VERIFY checks it).  Both
  * buses' stores go to this thread's log: bus 0 commits first and takes
@@ -176,10 +185,7 @@ static void test_parallel_collect(int epochs, const int threads[2]) {
       CHECK_OK(mmsb_commit(bus[k], NULL));
       CHECK(mmsb_verify_last(bus[k]) == 0);
     }
-    size_t la, lb;
-    const uint8_t *a = mmsb_batch_bytes(mmsb_last_batch(bus[0]), &la);
-    const uint8_t *b = mmsb_batch_bytes(mmsb_last_batch(bus[1]), &lb);
-    same += la == lb && memcmp(a, b, la) == 0;
+    same += same_batches(bus[0], bus[1]);
     deltas += mmsb_batch_count(mmsb_last_batch(bus[1]));
   }
   CHECK(same == (size_t)epochs);
@@ -200,7 +206,8 @@ static void test_parallel_collect(int epochs, const int threads[2]) {
  * a page, some past the region's size in its last page, some twice); A
  * commits first and takes every entry from the log, folding B's for it,
  * and B collects from the bitmaps.  A page-crossing store every fifth
- * epoch sends A's epoch the general way instead. */
+ * epoch sends A's epoch the general way instead, as do 4 096 entries or
+ * more; the one-thread way must have taken all the others. */
 static void test_tiny_batches(int epochs) {
   enum { NR = 3 };
   static const size_t sizes[NR] = {4 << 20, 32 << 10, 3 * 4096 + 100};
@@ -222,9 +229,13 @@ static void test_tiny_batches(int epochs) {
   for (int k = 0; k < 2; k++) CHECK_OK(mmsb_commit(bus[k], NULL)); /* a new bus starts on the bitmaps */
   mmsb_stats before, after;
   CHECK_OK(mmsb_stats_get(bus[0], &before));
+  uint64_t tiny_before = atomic_load(&mmsb_tiny_epochs), tiny_expected = 0;
   size_t same = 0, deltas = 0;
   for (int e = 1; e <= epochs; e++) {
     int n = (int)rng_below(&seed, 3000);
+    /* A's commit takes both buses' entries, one a store: the one-thread way
+     * takes them below 4 096 (ONE_MAX) unless a store crosses a page. */
+    tiny_expected += 2 * n < 4096 && e % 5 != 0;
     for (int s = 0; s < n; s++) {
       int i = (int)rng_below(&seed, NR);
       size_t len = s % 11 == 0 ? 1 + rng_below(&seed, 200) : 1 + rng_below(&seed, 16);
@@ -240,17 +251,15 @@ static void test_tiny_batches(int epochs) {
     if (e % 5 == 0)
       for (int k = 0; k < 2; k++) __mmsb_store_range((uint8_t *)mmsb_region_data(r[k][0]) + 4090, 12);
     for (int k = 0; k < 2; k++) CHECK_OK(mmsb_commit(bus[k], NULL));
-    size_t la, lb;
-    const uint8_t *a = mmsb_batch_bytes(mmsb_last_batch(bus[0]), &la);
-    const uint8_t *b = mmsb_batch_bytes(mmsb_last_batch(bus[1]), &lb);
-    same += la == lb && memcmp(a, b, la) == 0;
+    same += same_batches(bus[0], bus[1]);
     deltas += mmsb_batch_count(mmsb_last_batch(bus[0]));
   }
   CHECK(same == (size_t)epochs);
   CHECK_OK(mmsb_stats_get(bus[0], &after));
   CHECK(after.log_commits - before.log_commits == (uint64_t)epochs);
-  printf("one-thread way: %d epochs, %zu deltas, %zu batches identical to the bitmaps'\n", epochs,
-         deltas, same);
+  CHECK(atomic_load(&mmsb_tiny_epochs) - tiny_before == tiny_expected);
+  printf("one-thread way: %d epochs (%llu taken by it), %zu deltas, %zu batches identical to the "
+         "bitmaps'\n", epochs, (unsigned long long)tiny_expected, deltas, same);
   for (int k = 0; k < 2; k++) CHECK_OK(mmsb_bus_close(bus[k]));
 }
 

@@ -4,6 +4,7 @@
  * where there is no GPU. */
 #include "check.h"
 #include "device.h"
+#include "internal.h"
 
 #include <stdbool.h>
 
@@ -109,6 +110,7 @@ static void test_one_region(int epochs) {
   mmsb_mirror *m;
   CHECK_OK(mmsb_mirror_create(r, device, &m));
   int bad = 0;
+  uint64_t staged_before = atomic_load(&mmsb_staged_applies);
   for (int e = 1; e <= epochs; e++) {
     int n = e % 4 == 0 ? 100000 : 6000 + (int)rng_below(&seed, 4000);
     for (int s = 0; s < n; s++) {
@@ -128,6 +130,8 @@ static void test_one_region(int epochs) {
     bad += memcmp(back, d, RS) != 0;
   }
   CHECK(bad == 0);
+  /* and the fill staged every epoch: apply only launched */
+  CHECK(atomic_load(&mmsb_staged_applies) - staged_before == (uint64_t)epochs);
   printf("one region (%s): %d epochs, %d mismatches\n", mmsb_mirror_backend(m), epochs, bad);
   free(back);
   CHECK_OK(mmsb_mirror_destroy(m));
