@@ -21,8 +21,8 @@
 // the DMA's start, less the kernel's few round trips: a few microseconds of
 // a 1e-5 epoch's ~50-75 on the H200's VM (docs/performance.md).  At 1e-4
 // (0.5 MB) reading in place shortened the commit but lengthened the wait
-// by as much (MMSB_ZERO_COPY=1048576, 17:51 and 17:56), and many warps'
-// small reads of a larger epoch cost more.
+// by as much (MMSB_ZERO_COPY of 4 MB at 17:51, of 1 MiB at 17:56), and
+// many warps' small reads of a larger epoch cost more.
 // diff: a first kernel counts each page's changed granules (one block per
 // page, warp ballots); two exclusive prefix sums (CUB) over the counts give
 // each changed page its slot and each changed granule its place; a second
