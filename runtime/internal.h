@@ -40,6 +40,9 @@ void mmsb_pool_run(int nparts, int threads, mmsb_part_fn fn, void *ctx);
  * and up to 470 on the H200's VM, against ~2 us from one). */
 void mmsb_pool_run_tick(int nparts, int threads, mmsb_part_fn fn, void *ctx,
                         bool (*tick)(void *ctx));
+/* How long the pool's threads spin for the next job before they sleep, in
+ * microseconds (MMSB_POOL_SPIN_US, read when the first thread starts). */
+uint64_t mmsb_pool_spin_us(void);
 /* Part `part` of `nparts` of the items [0, n): [*lo, *hi). */
 static inline void mmsb_part_range(size_t n, int part, int nparts, size_t *lo, size_t *hi) {
   *lo = n * (size_t)part / (size_t)nparts;

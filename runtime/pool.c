@@ -64,8 +64,24 @@ static void take_parts(uint64_t g, bool (*tick)(void *), void *tctx) {
 
 /* How long a thread spins for the next job (or for its job's end) before
  * it sleeps: collection hands out several jobs back to back, and waking a
- * sleeping thread took ~50 us on a VM, as long as a whole small commit. */
-#define SPIN_NS 200000
+ * sleeping thread took ~50 us on a VM, as long as a whole small commit.
+ * MMSB_POOL_SPIN_US sets it (read once, when the first thread starts): a
+ * program that commits every few hundred microseconds keeps the pool awake
+ * from one commit to the next with a longer spin, at the price of the
+ * cores it spins on; 0 sleeps at once. */
+enum { SPIN_US_DEFAULT = 200, SPIN_US_MAX = 1000000 };
+static _Atomic uint64_t spin_ns = SPIN_US_DEFAULT * 1000ull;
+
+static void read_spin(void) {
+  const char *v = getenv("MMSB_POOL_SPIN_US");
+  if (!v || !*v) return;
+  char *end;
+  long long us = strtoll(v, &end, 10);
+  if (*end || us < 0) return; /* not a number: the default stays */
+  atomic_store(&spin_ns, (uint64_t)(us > SPIN_US_MAX ? SPIN_US_MAX : us) * 1000u);
+}
+
+uint64_t mmsb_pool_spin_us(void) { return atomic_load(&spin_ns) / 1000u; }
 
 /* A spin-wait's pause: lets the core's other thread run, and saves power. */
 static inline void relax(void) {
@@ -81,12 +97,12 @@ static bool ready(uint64_t seen) {
               : atomic_load_explicit(&P.left, memory_order_acquire) <= 0;
 }
 
-/* Spins for SPIN_NS, then sleeps on go (workers) or done (the caller). */
+/* Spins for spin_ns, then sleeps on go (workers) or done (the caller). */
 static void await(uint64_t seen) {
   uint64_t t0 = mmsb_now_ns();
   for (unsigned k = 1; !ready(seen); k++) {
     relax();
-    if (k % 256 == 0 && mmsb_now_ns() - t0 > SPIN_NS) {
+    if (k % 256 == 0 && mmsb_now_ns() - t0 > atomic_load_explicit(&spin_ns, memory_order_relaxed)) {
       pthread_mutex_lock(&P.lock);
       while (!ready(seen)) pthread_cond_wait(seen ? &P.go : &P.done, &P.lock);
       pthread_mutex_unlock(&P.lock);
@@ -115,6 +131,7 @@ static void *worker(void *arg) {
 /* Starts workers until there are `want` (or as many as the system gives). */
 static void grow(int want) {
   if (want > POOL_MAX) want = POOL_MAX;
+  if (P.nthreads == 0) read_spin();
   while (P.nthreads < want) {
     pthread_t t;
     pthread_attr_t a;

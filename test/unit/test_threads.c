@@ -97,10 +97,22 @@ static void test_pool_tick(int jobs) {
   printf("pool: %d ticked jobs, tick on the caller until every part was done\n", jobs);
 }
 
+/* MMSB_POOL_SPIN_US, as the pool read it when its first thread started:
+ * ctest runs this test once as it is and once with 0, where every worker
+ * sleeps after each part and each job wakes them (the jobs above then
+ * test sleeping and waking rather than spinning). */
+static void test_pool_spin(void) {
+  const char *v = getenv("MMSB_POOL_SPIN_US");
+  uint64_t want = v && *v ? strtoull(v, NULL, 10) : 200;
+  CHECK(mmsb_pool_spin_us() == want);
+  printf("pool: threads spin %llu us before they sleep\n", (unsigned long long)mmsb_pool_spin_us());
+}
+
 int main(void) {
   uint64_t seed = test_seed();
   test_pool_jobs(20000 * test_scale());
   test_pool_tick(2000 * test_scale());
+  test_pool_spin();
   mmsb_bus *bus, *rep;
   mmsb_region *r, *rr;
   CHECK_OK(mmsb_bus_open(NULL, &bus));
