@@ -201,10 +201,10 @@ static size_t merge_entries(const uint64_t *e, size_t n, grun *rs) {
   return k;
 }
 
-/* A page's delta size when its runs and their headers take body bytes:
- * the whole page (plen bytes) instead when that is not smaller. */
+/* A page's delta size when its runs and their headers take body bytes,
+ * as the fill will plan it (the whole page when that is not larger). */
 static inline size_t page_delta_bytes(size_t body, size_t plen) {
-  return MMSB_DELTA_HDR + (body >= plen ? plen : body);
+  return MMSB_DELTA_HDR + (mmsb_body_plan(body, plen) & ~PLAN_WHOLE);
 }
 
 /* The end of page `page` (plen bytes): its delta written (k: runs pr) or

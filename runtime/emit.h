@@ -50,12 +50,18 @@ static inline void mmsb_copy_push(copy_q *q, uint8_t *dst, const uint8_t *src, s
   q->c[q->n++].len = len;
 }
 
-/* The plan of a page's delta: its body size (0: no delta), with
- * PLAN_WHOLE when runs would take at least the page's plen bytes. */
+/* The plan of a page's delta whose runs with their headers take body
+ * bytes: body (0: no delta), or plen with PLAN_WHOLE when they would take
+ * at least the page's plen bytes.  Sizing (collect_logs.c) plans by it
+ * too, so that the bytes it reserves are the bytes the fill writes. */
+static inline uint32_t mmsb_body_plan(size_t body, size_t plen) {
+  return body >= plen ? (uint32_t)plen | PLAN_WHOLE : (uint32_t)body;
+}
+/* The same from the page's runs (their bytes and headers are its body). */
 static inline uint32_t mmsb_runs_plan(const page_runs *pr, size_t plen) {
   size_t body = 0;
   for (uint32_t i = 0; i < pr->n; i++) body += MMSB_RUN_HDR + pr->len[i];
-  return body >= plen ? (uint32_t)plen | PLAN_WHOLE : (uint32_t)body;
+  return mmsb_body_plan(body, plen);
 }
 
 /* Writes the delta of region page `page` with runs pr and plan at o; its
