@@ -185,9 +185,11 @@ static void partition_part(void *ctx, int part, int nparts) {
   pieces(c, row + 1, lo, hi, true);
 }
 
-/* Merges sorted entries into runs of granules at rs; returns how many. */
-static size_t merge_entries(const uint64_t *e, size_t n, grun *rs) {
-  size_t k = 0;
+/* Merges sorted entries into runs of granules at rs; returns how many,
+ * and in *granules the granules they cover (each run's, added as the next
+ * one starts: no second pass over the runs). */
+static size_t merge_entries(const uint64_t *e, size_t n, grun *rs, size_t *granules) {
+  size_t k = 0, all = 0;
   for (size_t i = 0; i < n; i++) {
     uintptr_t a = mmsb_log_entry_addr(e[i]);
     uintptr_t g0 = a >> GRAN_SHIFT;
@@ -195,9 +197,11 @@ static size_t merge_entries(const uint64_t *e, size_t n, grun *rs) {
     if (k && g0 <= rs[k - 1].g1) {
       if (g1 > rs[k - 1].g1) rs[k - 1].g1 = g1;
     } else {
+      if (k) all += rs[k - 1].g1 - rs[k - 1].g0;
       rs[k++] = (grun){g0, g1};
     }
   }
+  *granules = k ? all + (rs[k - 1].g1 - rs[k - 1].g0) : 0;
   return k;
 }
 
@@ -273,13 +277,6 @@ static size_t unit_pages(lcol *c, const unit *u, delta_out *k, size_t *bytes, si
   return covered;
 }
 
-/* The granules of runs rs[0..n). */
-static size_t run_granules(const grun *rs, size_t n) {
-  size_t all = 0;
-  for (size_t i = 0; i < n; i++) all += rs[i].g1 - rs[i].g0;
-  return all;
-}
-
 /* Sizes the deltas of runs rs[0..n) (adds to *bytes and *deltas) when
  * they lie in whole pages of one region, as unit_pages sizes them: a page's
  * runs with their headers, or the page when that is not smaller.  Returns
@@ -352,7 +349,7 @@ static void sort_part(void *ctx, int part, int nparts) {
     gather(c, b);
     mmsb_sort_entries(c->ents + s, c->tmp + s, m, c->lo + ((uintptr_t)b << c->shift), c->shift - GRAN_SHIFT);
     grun *rs = c->runs + s;
-    size_t nr = merge_entries(c->ents + s, m, rs), all = run_granules(rs, nr), covered = 0;
+    size_t all, nr = merge_entries(c->ents + s, m, rs, &all), covered = 0;
     c->nruns[b] = nr;
     for (size_t k = c->bu_start[b]; k < c->bu_start[b + 1]; k++) {
       unit *u = &c->units[c->bu[k]];
