@@ -7,6 +7,7 @@
 #include <pthread.h>
 #include <stdbool.h>
 #include <stdatomic.h>
+#include <time.h>
 
 #define NTHREADS 8
 #define SIZE (8u << 20)
@@ -66,15 +67,23 @@ static void test_pool_jobs(int jobs) {
  * parts and then until it returns true, which it does once every part is
  * done (the fill's chunk sends wait on the workers' parts this way). */
 typedef struct tick_job {
-  _Atomic int done, ticks, off_caller;
+  _Atomic int done, ticks, off_caller, saw_all; /* saw_all: a tick returned true */
   pthread_t caller;
   int nparts;
 } tick_job;
 
+/* A worker's part takes ~20 us, so that the caller runs out of parts to
+ * take while workers still run theirs. */
 static void tick_part(void *ctx, int part, int nparts) {
   tick_job *j = ctx;
   (void)part;
   (void)nparts;
+  if (!pthread_equal(pthread_self(), j->caller)) {
+    struct timespec t0, t;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    do clock_gettime(CLOCK_MONOTONIC, &t);
+    while ((t.tv_sec - t0.tv_sec) * 1000000000L + (t.tv_nsec - t0.tv_nsec) < 20000);
+  }
   atomic_fetch_add(&j->done, 1);
 }
 
@@ -82,16 +91,20 @@ static bool tick(void *ctx) {
   tick_job *j = ctx;
   atomic_fetch_add(&j->ticks, 1);
   if (!pthread_equal(pthread_self(), j->caller)) atomic_fetch_add(&j->off_caller, 1);
-  return atomic_load(&j->done) == j->nparts;
+  bool all = atomic_load(&j->done) == j->nparts;
+  if (all) atomic_store(&j->saw_all, 1);
+  return all;
 }
 
 static void test_pool_tick(int jobs) {
   int bad = 0;
   for (int k = 0; k < jobs; k++) {
-    tick_job j = {0, 0, 0, pthread_self(), k % 2 ? 40 : 3};
+    tick_job j = {0, 0, 0, 0, pthread_self(), k % 2 ? 40 : 3};
     mmsb_pool_run_tick(j.nparts, k % 5 ? 8 : 1, tick_part, &j, tick);
+    /* saw_all: the caller ticked until the workers' last parts were done,
+     * not only after its own (the last chunk's send needs that) */
     bad += atomic_load(&j.done) != j.nparts || atomic_load(&j.ticks) < 1 ||
-           atomic_load(&j.off_caller) != 0 || !tick(&j);
+           atomic_load(&j.off_caller) != 0 || !atomic_load(&j.saw_all);
   }
   CHECK(bad == 0);
   printf("pool: %d ticked jobs, tick on the caller until every part was done\n", jobs);
