@@ -137,6 +137,27 @@ __device__ const uint8_t *pull(const uint8_t *bytes, size_t blen, uint32_t off, 
   return d;
 }
 
+// One run of a page's delta: an assignment 8 bytes a store where the page
+// offset is 8-aligned and the bytes 4-aligned (words the program stored:
+// nearly always), byte by byte otherwise; accumulations element by
+// element (page_apply.h).  With one store a byte, the 8-byte runs of a
+// sparse epoch were eight partial writes each to a line of the copy.
+__device__ void apply_run(uint8_t *pg, uint32_t off, const uint8_t *src, uint32_t len, int op,
+                          int type) {
+  if (op != 0) {
+    mmsb_run_apply_part(pg, off, src, 0, len, op, type);
+    return;
+  }
+  uint8_t *dst = pg + off;
+  uint32_t i = 0;
+  if (!((uintptr_t)dst & 7) && !((uintptr_t)src & 3))
+    for (; i + 8 <= len; i += 8) {
+      const uint32_t *w = (const uint32_t *)(src + i);
+      *(uint64_t *)(dst + i) = (uint64_t)w[0] | (uint64_t)w[1] << 32;
+    }
+  for (; i < len; i++) dst[i] = src[i];
+}
+
 // One delta, applied by the calling warp; start: the warp's shared scratch.
 __device__ void apply_delta(uint8_t *base, size_t size, const uint8_t *d, uint32_t *start) {
   unsigned lane = threadIdx.x & 31;
@@ -174,8 +195,7 @@ __device__ void apply_delta(uint8_t *base, size_t size, const uint8_t *d, uint32
       uint16_t off, len;
       memcpy(&off, b + start[r], 2);
       memcpy(&len, b + start[r] + 2, 2);
-      if (off + (size_t)len <= plen)
-        mmsb_run_apply_part(pg, off, b + start[r] + 4, 0, len, h.op, h.type);
+      if (off + (size_t)len <= plen) apply_run(pg, off, b + start[r] + 4, len, h.op, h.type);
     }
     __syncwarp();
   }
@@ -220,8 +240,7 @@ __device__ bool apply_one_run(uint8_t *base, size_t size, const uint8_t *d) {
   memcpy(&len, d + MMSB_DELTA_HDR + 2, 2);
   if (len > LANE_RUN) return false;
   if (off + (size_t)len <= mmsb_page_len(size, h.page))
-    mmsb_run_apply_part(base + h.page * MMSB_PAGE_SIZE, off, d + MMSB_DELTA_HDR + 4, 0, len, h.op,
-                        h.type);
+    apply_run(base + h.page * MMSB_PAGE_SIZE, off, d + MMSB_DELTA_HDR + 4, len, h.op, h.type);
   return true;
 }
 
