@@ -9,6 +9,7 @@
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
 /* The host "stream": the diff's output arrays, reused, and staging (the
  * CUDA backend's layout: bytes, then 32-bit offsets) for staged epochs. */
@@ -34,10 +35,17 @@ static void h_close(void *stream) {
   free(h->stage);
   free(h);
 }
+/* A large copy gets transparent huge pages where it has whole ones, as
+ * regions do (window.c): deltas land on pages all over it. */
 static int h_alloc(void *s, size_t n, void **p) {
   (void)s;
   *p = calloc(1, n ? n : 1);
-  return *p ? MMSB_OK : mmsb_fail(MMSB_ENOMEM, "host mirror of %zu bytes", n);
+  if (!*p) return mmsb_fail(MMSB_ENOMEM, "host mirror of %zu bytes", n);
+  enum { HUGE = 2 << 20 };
+  uintptr_t lo = ((uintptr_t)*p + HUGE - 1) & ~(uintptr_t)(HUGE - 1);
+  uintptr_t hi = ((uintptr_t)*p + n) & ~(uintptr_t)(HUGE - 1);
+  if (n >= HUGE && hi > lo) madvise((void *)lo, hi - lo, MADV_HUGEPAGE);
+  return MMSB_OK;
 }
 static void h_free(void *s, void *p) {
   (void)s;
@@ -70,6 +78,38 @@ static void apply_one(uint8_t *base, size_t size, const uint8_t *d) {
   }
 }
 
+/* Delta i of an apply: at src + offs[i] (staging), or src + index[i] -
+ * base (the batch). */
+typedef struct delta_list {
+  const uint8_t *src;
+  const uint32_t *offs;
+  const size_t *index;
+  size_t base;
+} delta_list;
+
+static const uint8_t *delta_at(const delta_list *l, size_t i) {
+  return l->src + (l->offs ? l->offs[i] : l->index[i] - l->base);
+}
+
+/* Applies deltas [0, n) in order, each one's first written line fetched
+ * AHEAD deltas before: a sparse epoch's deltas land on lines all over the
+ * copy, and one miss after the other took ~60 ns a delta (CPU machine,
+ * 1e-4 of a GiB). */
+enum { AHEAD = 16 };
+static void apply_list(uint8_t *dptr, size_t size, const delta_list *l, size_t n) {
+  for (size_t i = 0; i < n; i++) {
+    if (i + AHEAD < n) {
+      const uint8_t *d = delta_at(l, i + AHEAD);
+      uint64_t page;
+      uint16_t off = 0;
+      memcpy(&page, d + 8, 8);
+      if (d[6] != MMSB_FORM_PAGE) memcpy(&off, d + MMSB_DELTA_HDR, 2);
+      if (page * MMSB_PAGE_SIZE + off < size) __builtin_prefetch(dptr + page * MMSB_PAGE_SIZE + off, 1);
+    }
+    apply_one(dptr, size, delta_at(l, i));
+  }
+}
+
 /* A staged epoch is applied from the staging, through its offsets, as the
  * CUDA kernel reads it: CI tests what the threads staged. */
 static int h_apply(void *s, void *dptr, size_t size, const uint8_t *bytes, size_t len,
@@ -80,12 +120,13 @@ static int h_apply(void *s, void *dptr, size_t size, const uint8_t *bytes, size_
   (void)threads;
   (void)pinned;
   if (staged && h->stage_epoch == epoch && h->stage_len == len && h->stage_n == n) {
-    const uint32_t *offs = (const uint32_t *)(h->stage + mmsb_stage_offs_at(len));
-    for (size_t i = 0; i < n; i++) apply_one(dptr, size, h->stage + offs[i]);
+    delta_list l = {h->stage, (const uint32_t *)(h->stage + mmsb_stage_offs_at(len)), NULL, 0};
+    apply_list(dptr, size, &l, n);
     return MMSB_OK;
   }
   if (staged) return mmsb_fail(MMSB_EINVAL, "epoch %llu was not staged", (unsigned long long)epoch);
-  for (size_t i = 0; i < n; i++) apply_one(dptr, size, bytes + (index[i] - base));
+  delta_list l = {bytes, NULL, index, base};
+  apply_list(dptr, size, &l, n);
   return MMSB_OK;
 }
 
