@@ -52,8 +52,8 @@ int main(int argc, char **argv) {
   static const double fracs[] = {1e-5, 1e-4, 1e-3, 1e-2};
   size_t maxn = (size_t)(fracs[3] * (double)words) + 1;
   uint64_t *idx = malloc(maxn * 8), seed = 7;
-  for (int e = 0; e < 256; e++) { /* warm-up */
-    for (size_t i = 0; i < 1342; i++) {
+  for (int e = 0; e < 256; e++) { /* warm-up, at the first fraction */
+    for (size_t i = 0; i < (size_t)(fracs[0] * (double)words); i++) {
       size_t w = bench_rng(&seed) % words;
       tracked_store8(&host[w], w);
       copy[w] = host[w];

@@ -100,11 +100,12 @@ static void apply_list(uint8_t *dptr, size_t size, const delta_list *l, size_t n
   for (size_t i = 0; i < n; i++) {
     if (i + AHEAD < n) {
       const uint8_t *d = delta_at(l, i + AHEAD);
-      uint64_t page;
-      uint16_t off = 0;
-      memcpy(&page, d + 8, 8);
-      if (d[6] != MMSB_FORM_PAGE) memcpy(&off, d + MMSB_DELTA_HDR, 2);
-      if (page * MMSB_PAGE_SIZE + off < size) __builtin_prefetch(dptr + page * MMSB_PAGE_SIZE + off, 1);
+      mmsb_dhdr h;
+      mmsb_dhdr_read(d, &h);
+      uint16_t off = 0; /* its first run's, or the page's start */
+      if (h.form != MMSB_FORM_PAGE) memcpy(&off, d + MMSB_DELTA_HDR, 2);
+      size_t at = h.page * MMSB_PAGE_SIZE + off;
+      if (at < size) __builtin_prefetch(dptr + at, 1);
     }
     apply_one(dptr, size, delta_at(l, i));
   }
