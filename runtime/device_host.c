@@ -79,36 +79,56 @@ static void apply_one(uint8_t *base, size_t size, const uint8_t *d) {
 }
 
 /* Delta i of an apply: at src + offs[i] (staging), or src + index[i] -
- * base (the batch). */
+ * base (the batch); and the copy they go to. */
 typedef struct delta_list {
   const uint8_t *src;
   const uint32_t *offs;
   const size_t *index;
   size_t base;
+  uint8_t *dptr;
+  size_t size, n;
 } delta_list;
 
 static const uint8_t *delta_at(const delta_list *l, size_t i) {
   return l->src + (l->offs ? l->offs[i] : l->index[i] - l->base);
 }
 
-/* Applies deltas [0, n) in order, each one's first written line fetched
+/* Applies deltas [i0, i1) in order, each one's first written line fetched
  * AHEAD deltas before: a sparse epoch's deltas land on lines all over the
  * copy, and one miss after the other took ~60 ns a delta (CPU machine,
  * 1e-4 of a GiB). */
 enum { AHEAD = 16 };
-static void apply_list(uint8_t *dptr, size_t size, const delta_list *l, size_t n) {
-  for (size_t i = 0; i < n; i++) {
-    if (i + AHEAD < n) {
+static void apply_range(const delta_list *l, size_t i0, size_t i1) {
+  for (size_t i = i0; i < i1; i++) {
+    if (i + AHEAD < i1) {
       const uint8_t *d = delta_at(l, i + AHEAD);
       mmsb_dhdr h;
       mmsb_dhdr_read(d, &h);
       uint16_t off = 0; /* its first run's, or the page's start */
       if (h.form != MMSB_FORM_PAGE) memcpy(&off, d + MMSB_DELTA_HDR, 2);
       size_t at = h.page * MMSB_PAGE_SIZE + off;
-      if (at < size) __builtin_prefetch(dptr + at, 1);
+      if (at < l->size) __builtin_prefetch(l->dptr + at, 1);
     }
-    apply_one(dptr, size, delta_at(l, i));
+    apply_one(l->dptr, l->size, delta_at(l, i));
   }
+}
+
+static void apply_part(void *ctx, int part, int nparts) {
+  const delta_list *l = ctx;
+  size_t lo, hi;
+  mmsb_part_range(l->n, part, nparts, &lo, &hi);
+  apply_range(l, lo, hi);
+}
+
+/* All of l's deltas: on up to `threads` of the pool's threads when no two
+ * share a page (then in any order), in parts of APPLY_PART deltas at
+ * least; in order on this thread otherwise. */
+enum { APPLY_PART = 4096 };
+static void apply_list(const delta_list *l, bool one_per_page, int threads) {
+  size_t parts = one_per_page ? l->n / APPLY_PART : 1;
+  if (parts > (size_t)threads) parts = (size_t)threads;
+  if (parts <= 1) apply_range(l, 0, l->n);
+  else mmsb_pool_run((int)parts, threads, apply_part, (void *)l);
 }
 
 /* A staged epoch is applied from the staging, through its offsets, as the
@@ -117,17 +137,16 @@ static int h_apply(void *s, void *dptr, size_t size, const uint8_t *bytes, size_
                    const size_t *index, size_t base, size_t n, bool one_per_page,
                    uint64_t epoch, int threads, bool staged, bool pinned) {
   host_stream *h = s;
-  (void)one_per_page;
-  (void)threads;
   (void)pinned;
   if (staged && h->stage_epoch == epoch && h->stage_len == len && h->stage_n == n) {
-    delta_list l = {h->stage, (const uint32_t *)(h->stage + mmsb_stage_offs_at(len)), NULL, 0};
-    apply_list(dptr, size, &l, n);
+    delta_list l = {h->stage, (const uint32_t *)(h->stage + mmsb_stage_offs_at(len)), NULL, 0,
+                    dptr, size, n};
+    apply_list(&l, one_per_page, threads);
     return MMSB_OK;
   }
   if (staged) return mmsb_fail(MMSB_EINVAL, "epoch %llu was not staged", (unsigned long long)epoch);
-  delta_list l = {bytes, NULL, index, base};
-  apply_list(dptr, size, &l, n);
+  delta_list l = {bytes, NULL, index, base, dptr, size, n};
+  apply_list(&l, one_per_page, threads);
   return MMSB_OK;
 }
 
