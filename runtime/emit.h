@@ -132,18 +132,13 @@ static inline void mmsb_out_page(delta_out *k, const mmsb_region *r, size_t page
  * machine). */
 static inline bool mmsb_out_one_run(delta_out *k, const mmsb_region *r, size_t pg, uintptr_t g0,
                                     uintptr_t g1, size_t plen) {
-  uint16_t off, len;
-  if (!mmsb_run_clip(g0, g1, pg, plen, &off, &len) || MMSB_RUN_HDR + (size_t)len >= plen)
+  page_runs one; /* only its first run is written and read */
+  one.n = 1;
+  if (!mmsb_run_clip(g0, g1, pg, plen, &one.off[0], &one.len[0]) ||
+      MMSB_RUN_HDR + (size_t)one.len[0] >= plen)
     return false;
-  uint8_t *o = k->out + k->at;
   k->index[k->d++] = k->base + k->at;
-  mmsb_delta_write_header(o, r->id, pg, MMSB_OP_ASSIGN, MMSB_T_BYTES, 0, 1, MMSB_RUN_HDR + len);
-  memcpy(o + MMSB_DELTA_HDR, &off, 2);
-  memcpy(o + MMSB_DELTA_HDR + 2, &len, 2);
-  if (k->q->n + 1 > COPY_MAX) mmsb_copy_flush(k->q);
-  mmsb_copy_push(k->q, o + MMSB_DELTA_HDR + MMSB_RUN_HDR, r->data + pg * MMSB_PAGE_SIZE + off, len);
-  k->q->runs++;
-  k->at += MMSB_DELTA_HDR + MMSB_RUN_HDR + len;
+  k->at += mmsb_emit_runs(k->out + k->at, r, pg, &one, MMSB_RUN_HDR + one.len[0], k->q);
   return true;
 }
 #endif
