@@ -9,7 +9,6 @@
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
 
 /* The host "stream": the diff's output arrays, reused, and staging (the
  * CUDA backend's layout: bytes, then 32-bit offsets) for staged epochs. */
@@ -35,16 +34,13 @@ static void h_close(void *stream) {
   free(h->stage);
   free(h);
 }
-/* A large copy gets transparent huge pages where it has whole ones, as
- * regions do (window.c): deltas land on pages all over it. */
+/* A large copy gets huge pages, as regions do: deltas land on pages all
+ * over it. */
 static int h_alloc(void *s, size_t n, void **p) {
   (void)s;
   *p = calloc(1, n ? n : 1);
   if (!*p) return mmsb_fail(MMSB_ENOMEM, "host mirror of %zu bytes", n);
-  enum { HUGE = 2 << 20 };
-  uintptr_t lo = ((uintptr_t)*p + HUGE - 1) & ~(uintptr_t)(HUGE - 1);
-  uintptr_t hi = ((uintptr_t)*p + n) & ~(uintptr_t)(HUGE - 1);
-  if (n >= HUGE && hi > lo) madvise((void *)lo, hi - lo, MADV_HUGEPAGE);
+  mmsb_huge_pages(*p, n);
   return MMSB_OK;
 }
 static void h_free(void *s, void *p) {

@@ -78,6 +78,11 @@ typedef struct mmsb_win_maps {
 extern mmsb_win_maps mmsb_maps[MMSB_NWINDOWS];
 extern pthread_mutex_t mmsb_mark_lock;
 
+/* Asks for transparent huge pages over the whole 2 MiB pages inside
+ * [p, p + n) when n is 2 MiB or more: regions, bitmaps and host mirrors'
+ * copies take dirty bytes all over them, and with 4 KiB pages nearly every
+ * one is a TLB miss.  A hint; the system may say no. */
+void mmsb_huge_pages(void *p, size_t n);
 int mmsb_arena_init(void);
 /* Carves a page-aligned block of `size` bytes out of the arena. */
 int mmsb_arena_alloc(size_t size, void **out);
