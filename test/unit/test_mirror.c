@@ -281,12 +281,72 @@ static void test_diff(int rounds) {
   ops->close(st);
 }
 
+/* Sparse epochs of a 64 MiB region: a run on about three in four of its
+ * 16 384 pages, as a program's scattered word stores leave them.  Most
+ * deltas are one aligned 8-byte word; some a run of 1 to 60 bytes at any
+ * offset, a few three words or the whole page.  Such an epoch (one delta a
+ * page, under 64 bytes a delta on average, over MMSB_ZERO_COPY) is applied
+ * on the GPU by the lane-a-delta kernel, a lane a word, the warp the rest;
+ * on the host backend on the pool's threads (8 192 deltas or more). */
+static void test_sparse_pages(int epochs) {
+  enum { PAGES = 16384, RS = PAGES * 4096 };
+  mmsb_config cfg;
+  mmsb_config_init(&cfg);
+  cfg.commit_threads = 4;
+  mmsb_bus *bus;
+  CHECK_OK(mmsb_bus_open(&cfg, &bus));
+  mmsb_region *r;
+  CHECK_OK(mmsb_region_create(bus, "sparse", RS, 0, &r));
+  uint8_t *d = mmsb_region_data(r), *back = malloc(RS);
+  mmsb_mirror *m;
+  CHECK_OK(mmsb_mirror_create(r, device, &m));
+  int bad = 0;
+  size_t pages = 0;
+  for (int e = 1; e <= epochs; e++) {
+    for (size_t pg = 0; pg < PAGES; pg++) {
+      if (rng_below(&seed, 4) == 0) continue;
+      uint8_t *p = d + pg * 4096;
+      uint64_t kind = rng_below(&seed, 1000), v = rng_next(&seed);
+      pages++;
+      if (kind < 900) { /* a word */
+        size_t off = 8 * rng_below(&seed, 512);
+        memcpy(p + off, &v, 8);
+        mmsb_touch(p + off, 8);
+      } else if (kind < 970) { /* a short run anywhere */
+        size_t len = 1 + rng_below(&seed, 60), off = rng_below(&seed, 4096 - len + 1);
+        memset(p + off, (int)v, len);
+        mmsb_touch(p + off, len);
+      } else if (kind < 998) { /* three words: three runs */
+        for (size_t off = 8 * rng_below(&seed, 100); off < 4096; off += 1480) {
+          memcpy(p + off, &v, 8);
+          mmsb_touch(p + off, 8);
+        }
+      } else { /* the whole page */
+        memset(p, (int)v, 4096);
+        mmsb_touch(p, 4096);
+      }
+    }
+    mmsb_epoch_t got;
+    CHECK_OK(mmsb_commit(bus, &got));
+    CHECK_OK(mmsb_mirror_wait(m, got));
+    CHECK_OK(mmsb_mirror_download(m, back));
+    bad += memcmp(back, d, RS) != 0;
+  }
+  CHECK(bad == 0);
+  printf("sparse pages (%s): %d epochs, %zu page deltas, %d mismatches\n", mmsb_mirror_backend(m),
+         epochs, pages, bad);
+  free(back);
+  CHECK_OK(mmsb_mirror_destroy(m));
+  CHECK_OK(mmsb_bus_close(bus));
+}
+
 int main(int argc, char **argv) {
   seed = test_seed();
   device = argc > 1 && !strcmp(argv[1], "gpu") ? 0 : -1;
   test_nan_adds();
   test_epochs(300 * test_scale());
   test_one_region(40 * test_scale());
+  test_sparse_pages(8 * test_scale());
   test_diff(60 * test_scale());
   if (device < 0) test_gpu_node_feeds_cpu();
   return check_done(device < 0 ? "test_mirror host" : "test_mirror gpu");
