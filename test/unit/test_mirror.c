@@ -19,6 +19,17 @@ static const int ops[][2] = {
   {MMSB_OP_XOR, MMSB_T_U32},
 };
 
+/* Commits the bus's epoch; whether mirror m then holds the region's size
+ * bytes d (read back through back). */
+static bool commit_matches(mmsb_bus *bus, mmsb_mirror *m, const uint8_t *d, size_t size,
+                           uint8_t *back) {
+  mmsb_epoch_t got;
+  CHECK_OK(mmsb_commit(bus, &got));
+  CHECK_OK(mmsb_mirror_wait(m, got));
+  CHECK_OK(mmsb_mirror_download(m, back));
+  return memcmp(back, d, size) == 0;
+}
+
 static void test_epochs(int epochs) {
   mmsb_bus *bus;
   CHECK_OK(mmsb_bus_open(NULL, &bus));
@@ -73,11 +84,7 @@ static void test_epochs(int epochs) {
       size_t off = es * rng_below(&seed, (SZ - 16 * es) / es);
       CHECK_OK(mmsb_accumulate(r, off, ops[k][0], ops[k][1], vals, 8));
     }
-    mmsb_epoch_t got;
-    CHECK_OK(mmsb_commit(bus, &got));
-    CHECK_OK(mmsb_mirror_wait(m, got));
-    CHECK_OK(mmsb_mirror_download(m, back));
-    bad += memcmp(back, d, SZ) != 0;
+    bad += !commit_matches(bus, m, d, SZ, back);
     if (e % 10 == 0) {
       CHECK_OK(mmsb_mirror_download(mb, back));
       bad += memcmp(back, bd, 1 << 22) != 0;
@@ -123,11 +130,7 @@ static void test_one_region(int epochs) {
       od[e % 4096] ^= 1;
       mmsb_touch(od + e % 4096, 1);
     }
-    mmsb_epoch_t got;
-    CHECK_OK(mmsb_commit(bus, &got));
-    CHECK_OK(mmsb_mirror_wait(m, got));
-    CHECK_OK(mmsb_mirror_download(m, back));
-    bad += memcmp(back, d, RS) != 0;
+    bad += !commit_matches(bus, m, d, RS, back);
   }
   CHECK(bad == 0);
   /* and the fill staged every epoch: apply only launched */
@@ -326,11 +329,7 @@ static void test_sparse_pages(int epochs) {
         mmsb_touch(p, 4096);
       }
     }
-    mmsb_epoch_t got;
-    CHECK_OK(mmsb_commit(bus, &got));
-    CHECK_OK(mmsb_mirror_wait(m, got));
-    CHECK_OK(mmsb_mirror_download(m, back));
-    bad += memcmp(back, d, RS) != 0;
+    bad += !commit_matches(bus, m, d, RS, back);
   }
   CHECK(bad == 0);
   printf("sparse pages (%s): %d epochs, %zu page deltas, %d mismatches\n", mmsb_mirror_backend(m),
