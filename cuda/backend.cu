@@ -137,27 +137,6 @@ __device__ const uint8_t *pull(const uint8_t *bytes, size_t blen, uint32_t off, 
   return d;
 }
 
-// One run of a page's delta: an assignment 8 bytes a store where the page
-// offset is 8-aligned and the bytes 4-aligned (words the program stored:
-// nearly always), byte by byte otherwise; accumulations element by
-// element (page_apply.h).  With one store a byte, the 8-byte runs of a
-// sparse epoch were eight partial writes each to a line of the copy.
-__device__ void apply_run(uint8_t *pg, uint32_t off, const uint8_t *src, uint32_t len, int op,
-                          int type) {
-  if (op != 0) {
-    mmsb_run_apply_part(pg, off, src, 0, len, op, type);
-    return;
-  }
-  uint8_t *dst = pg + off;
-  uint32_t i = 0;
-  if (!((uintptr_t)dst & 7) && !((uintptr_t)src & 3))
-    for (; i + 8 <= len; i += 8) {
-      const uint32_t *w = (const uint32_t *)(src + i);
-      *(uint64_t *)(dst + i) = (uint64_t)w[0] | (uint64_t)w[1] << 32;
-    }
-  for (; i < len; i++) dst[i] = src[i];
-}
-
 // One delta, applied by the calling warp; start: the warp's shared scratch.
 __device__ void apply_delta(uint8_t *base, size_t size, const uint8_t *d, uint32_t *start) {
   unsigned lane = threadIdx.x & 31;
@@ -195,7 +174,7 @@ __device__ void apply_delta(uint8_t *base, size_t size, const uint8_t *d, uint32
       uint16_t off, len;
       memcpy(&off, b + start[r], 2);
       memcpy(&len, b + start[r] + 2, 2);
-      if (off + (size_t)len <= plen) apply_run(pg, off, b + start[r] + 4, len, h.op, h.type);
+      if (off + (size_t)len <= plen) mmsb_run_apply(pg, off, b + start[r] + 4, len, h.op, h.type);
     }
     __syncwarp();
   }
@@ -224,7 +203,7 @@ __global__ void apply_kernel(uint8_t *base, size_t size, const uint8_t *bytes, s
 // sparse epoch's deltas are nearly all one 8-byte run, and with a warp per
 // delta a 1e-3 epoch of a GiB (134 217 deltas) took 13 119 blocks of
 // warps with one lane at work, 41 us (ncu, H200); a lane each, 411 blocks
-// and 33 us, and 17-20 with apply_run's 8-byte stores.  Denser epochs
+// and 33 us, and 17-20 with mmsb_run_apply's 8-byte stores.  Denser epochs
 // (whole pages, many runs) keep a warp a delta: a lane's warp would apply
 // them one after the other.
 constexpr uint32_t LANE_RUN = 64, LANE_AVG = 64;
@@ -241,7 +220,7 @@ __device__ bool apply_one_run(uint8_t *base, size_t size, const uint8_t *d) {
   memcpy(&len, d + MMSB_DELTA_HDR + 2, 2);
   if (len > LANE_RUN) return false;
   if (off + (size_t)len <= mmsb_page_len(size, h.page))
-    apply_run(base + h.page * MMSB_PAGE_SIZE, off, d + MMSB_DELTA_HDR + 4, len, h.op, h.type);
+    mmsb_run_apply(base + h.page * MMSB_PAGE_SIZE, off, d + MMSB_DELTA_HDR + 4, len, h.op, h.type);
   return true;
 }
 

@@ -69,7 +69,7 @@ static void apply_one(uint8_t *base, size_t size, const uint8_t *d) {
     uint16_t off, len;
     memcpy(&off, b + at, 2);
     memcpy(&len, b + at + 2, 2);
-    if (off + (size_t)len <= plen) mmsb_run_apply_part(pg, off, b + at + 4, 0, len, h.op, h.type);
+    if (off + (size_t)len <= plen) mmsb_run_apply(pg, off, b + at + 4, len, h.op, h.type);
     at += 4u + len;
   }
 }

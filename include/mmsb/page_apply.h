@@ -138,4 +138,43 @@ MMSB_HD void mmsb_run_apply_part(uint8_t *page, uint32_t off, const uint8_t *byt
   for (uint32_t i = lo; i + es <= hi; i += es) mmsb_acc_elem(page + off + i, bytes + i, op, type);
 }
 
+/* Eight bytes from p, which is 4-aligned, and eight to p, 8-aligned.  Two
+ * targets, one meaning: a device compiler, told nothing of alignment,
+ * copies a memcpy byte by byte, so the device reads two words and stores
+ * one; on the host memcpy is one unaligned-safe move and keeps C's
+ * aliasing rules.  Little-endian both (x86-64 and NVIDIA GPUs). */
+MMSB_HD uint64_t mmsb_load8_a4(const uint8_t *p) {
+#ifdef __CUDA_ARCH__
+  const uint32_t *w = (const uint32_t *)p;
+  return (uint64_t)w[0] | (uint64_t)w[1] << 32;
+#else
+  uint64_t v;
+  memcpy(&v, p, 8);
+  return v;
+#endif
+}
+
+MMSB_HD void mmsb_store8_a8(uint8_t *p, uint64_t v) {
+#ifdef __CUDA_ARCH__
+  *(uint64_t *)p = v;
+#else
+  memcpy(p, &v, 8);
+#endif
+}
+
+/* Applies a whole run of len bytes at offset off of the page.  An
+ * assignment whose page offset is 8-aligned and whose bytes are 4-aligned
+ * (the words a program stored; deltas are not padded, so a run after an
+ * odd-length one is not) is copied eight bytes a store: byte by byte, an
+ * 8-byte run was eight partial writes to one line of the mirror, and
+ * bounded the GPU's apply kernel (docs/performance.md, tenth session).
+ * Accumulations go element by element. */
+MMSB_HD void mmsb_run_apply(uint8_t *page, uint32_t off, const uint8_t *bytes, uint32_t len,
+                            int op, int type) {
+  uint32_t i = 0;
+  if (op == 0 && !((uintptr_t)(page + off) & 7) && !((uintptr_t)bytes & 3))
+    for (; i + 8 <= len; i += 8) mmsb_store8_a8(page + off + i, mmsb_load8_a4(bytes + i));
+  mmsb_run_apply_part(page, off, bytes, i, len, op, type);
+}
+
 #endif
