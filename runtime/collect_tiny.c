@@ -138,24 +138,23 @@ static size_t slices(const mmsb_bus *bus, const uint64_t *e, size_t n) {
   return ns;
 }
 
-/* Folds the entries of e[0..n) that no slice holds into the bitmaps. */
+static int by_first(const void *a, const void *b) {
+  size_t x = ((const slice *)a)->i0, y = ((const slice *)b)->i0;
+  return (x > y) - (x < y);
+}
+
+/* Folds the entries of e[0..n) that no slice holds into the bitmaps: the
+ * gaps between the slices, put in address order (they are in the bus's
+ * order, which emission needed; slices do not overlap, as regions do not). */
 static void fold_gaps(const uint64_t *e, size_t n, size_t ns) {
   size_t covered = 0;
   for (size_t i = 0; i < ns; i++) covered += T.sl[i].i1 - T.sl[i].i0;
   if (covered == n) return; /* the common case: every entry is this bus's */
-  for (size_t at = 0; at < n;) { /* slices do not overlap: regions do not */
-    size_t next = n, skip = at;
-    for (size_t i = 0; i < ns; i++) {
-      if (T.sl[i].i0 <= at && at < T.sl[i].i1) skip = T.sl[i].i1;
-      else if (T.sl[i].i0 > at && T.sl[i].i0 < next) next = T.sl[i].i0;
-    }
-    if (skip > at) {
-      at = skip;
-      continue;
-    }
-    mmsb_logs_fold(e + at, next - at);
-    at = next;
-  }
+  qsort(T.sl, ns, sizeof *T.sl, by_first);
+  size_t at = 0;
+  for (size_t i = 0; i < ns; at = T.sl[i++].i1)
+    if (T.sl[i].i0 > at) mmsb_logs_fold(e + at, T.sl[i].i0 - at);
+  if (n > at) mmsb_logs_fold(e + at, n - at);
 }
 
 int mmsb_collect_tiny(mmsb_bus *bus, mmsb_batch *b, const mmsb_log_seg *segs, size_t nsegs,
