@@ -283,7 +283,7 @@ static void test_buf_memory(void) {
  * the same function.  (The accumulation goes element by element: it is
  * there to check that the word path is for assignments only.) */
 static void test_run_apply(void) {
-  uint8_t page[64], want[64], src[64 + 8];
+  _Alignas(8) uint8_t page[64], want[64], src[64 + 8]; /* offsets below give every alignment */
   for (uint32_t off = 0; off < 16; off++)
     for (uint32_t at = 0; at < 8; at++)
       for (uint32_t len = 0; len <= 40; len++) {
