@@ -45,10 +45,12 @@ static struct {
  * front (their number), the others (another bus's) from the back.
  * SIZE_MAX when one crosses a page or the span's edge.  *bound: at least
  * the bytes of the deltas the inside ones make (each entry a delta and a
- * run of its own, its bytes widened to whole granules). */
+ * run of its own, its bytes widened to whole granules); [*amin, *amax]:
+ * the inside ones' addresses (lo, lo when there are none). */
 static size_t take(const mmsb_log_seg *segs, size_t nsegs, size_t n, uintptr_t lo, uintptr_t hi,
-                   uint64_t *e, size_t *bound) {
+                   uint64_t *e, size_t *bound, uintptr_t *amin, uintptr_t *amax) {
   size_t k = 0, out = n, bytes = 0;
+  uintptr_t mn = UINTPTR_MAX, mx = 0;
   for (size_t s = 0; s < nsegs; s++)
     for (size_t j = 0; j < segs[s].n; j++) {
       uint64_t x = segs[s].e[j];
@@ -56,6 +58,8 @@ static size_t take(const mmsb_log_seg *segs, size_t nsegs, size_t n, uintptr_t l
       if ((a >> PAGE_SHIFT) != ((a + last) >> PAGE_SHIFT)) return SIZE_MAX;
       if (a >= lo && a < hi && hi - a > last) {
         bytes += last + 1;
+        mn = a < mn ? a : mn;
+        mx = a > mx ? a : mx;
         e[k++] = x;
       } else if (a + last < lo || a >= hi) {
         e[--out] = x;
@@ -64,6 +68,8 @@ static size_t take(const mmsb_log_seg *segs, size_t nsegs, size_t n, uintptr_t l
       }
     }
   *bound = k * (MMSB_DELTA_HDR + MMSB_RUN_HDR + 2 * MMSB_GRANULE) + bytes;
+  *amin = k ? mn : lo;
+  *amax = k ? mx : lo;
   return k;
 }
 
@@ -163,12 +169,20 @@ int mmsb_collect_tiny(mmsb_bus *bus, mmsb_batch *b, const mmsb_log_seg *segs, si
       !(T.tmp = mmsb_grow(T.tmp, &T.tmp_cap, n, sizeof *T.tmp)))
     return MMSB_COLLECT_GENERAL;
   uint64_t t0 = bus->trace ? mmsb_now_ns() : 0, t1 = 0, t2 = 0;
-  size_t bound, in = take(segs, nsegs, n, lo, hi, T.ents, &bound);
+  size_t bound;
+  uintptr_t amin, amax;
+  size_t in = take(segs, nsegs, n, lo, hi, T.ents, &bound, &amin, &amax);
   if (in == SIZE_MAX) return MMSB_COLLECT_GENERAL;
   if (bus->trace) t1 = mmsb_now_ns();
-  unsigned shift = PAGE_SHIFT; /* keys below 2^(shift - GRAN_SHIFT) */
-  while (shift < 63 && (hi - lo - 1) >> shift) shift++;
-  mmsb_sort_entries(T.ents, T.tmp, in, lo, shift - GRAN_SHIFT);
+  /* Keys count granules from the lowest entry's, over the entries' own
+   * range: a small epoch's stores often lie in one region of a wider span,
+   * and keys over the span left most of the sort's first groups empty and
+   * crowded the rest (1 342 entries in one GiB region of a two-GiB span:
+   * 7.4-8.4 -> 5.7-6.0 us, CPU machine).  Keys below 2^(shift - GRAN_SHIFT). */
+  uintptr_t kbase = amin & ~(uintptr_t)(MMSB_GRANULE - 1);
+  unsigned shift = PAGE_SHIFT;
+  while (shift < 63 && (amax - kbase) >> shift) shift++;
+  mmsb_sort_entries(T.ents, T.tmp, in, kbase, shift - GRAN_SHIFT);
   size_t ns = slices(bus, T.ents, in);
   if (ns == SIZE_MAX) return MMSB_COLLECT_GENERAL;
   if (bus->trace) t2 = mmsb_now_ns();
