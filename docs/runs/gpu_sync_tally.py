@@ -6,12 +6,15 @@ or --json object in docs/runs from the eighth session's first run (17:48
 UTC, 2026-11-29) on, at the default settings.  Left out: the pool built on
 a futex (gpu_sync-futex-*, not kept) and the passes run with
 MMSB_POOL_SPIN_US=1000 (the "== spin1000" sections).  Run from anywhere:
-    python3 docs/runs/gpu_sync_tally.py
+    python3 docs/runs/gpu_sync_tally.py [HHMM]
+HHMM (default 1748): count only the files named from that time on (the
+twelfth session's code, b6c45c8: 2238).
 """
 import glob
 import json
 import os
 import re
+import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 FRACS = ("1e-05", "0.0001", "0.001", "0.01", "0.1")
@@ -49,10 +52,11 @@ def json_pass(path):
 
 
 def main():
+    since = sys.argv[1] if len(sys.argv) > 1 else "1748"
     passes = []
     for f in sorted(glob.glob(os.path.join(HERE, "*h200-[0-9][0-9][0-9][0-9]*"))):
         name = os.path.basename(f)
-        if name.startswith("gpu_sync-futex") or re.search(r"h200-(\d{4})", name).group(1) < "1748":
+        if name.startswith("gpu_sync-futex") or re.search(r"h200-(\d{4})", name).group(1) < since:
             continue
         passes += json_pass(f) if name.endswith(".json") else text_passes(f)
 
@@ -63,7 +67,7 @@ def main():
     um = [x(p, "0.0001", "x_vs_um") for p in passes]
     diff = [float(p["diff"]) for p in passes if "diff" in p]
     n = len(passes)
-    print(f"{n} full passes at the default settings, 17:48 UTC on")
+    print(f"{n} full passes at the default settings, {since[:2]}:{since[2:]} UTC on")
     print(f"within 2x of the floor at 1e-3, 1e-2, 1e-1: "
           f"{sum(all(x(p, f, 'x_of_floor') <= 2 for f in FRACS[2:]) for p in passes)} of {n} "
           f"({min(high):.2f}-{max(high):.2f}x)")
