@@ -29,11 +29,12 @@ static void insert_sorted(uint64_t *dst, const uint64_t *src, size_t n, uintptr_
   }
 }
 
-/* x with its address in the top 48 bits and its length below: entries
+/* x with its address in the top bits and its length below: entries
  * compare by address as integers, so that the pass below picks the lesser
  * of two with a conditional move instead of a branch. */
-static inline uint64_t addr_first(uint64_t x) { return x << 16 | x >> 48; }
-static inline uint64_t entry_of(uint64_t y) { return y >> 16 | y << 48; }
+enum { LEN_BITS = 64 - MMSB_LOG_LEN_SHIFT };
+static inline uint64_t addr_first(uint64_t x) { return x << LEN_BITS | x >> MMSB_LOG_LEN_SHIFT; }
+static inline uint64_t entry_of(uint64_t y) { return y >> LEN_BITS | y << MMSB_LOG_LEN_SHIFT; }
 
 /* Sorts src[0..n) (n >= 1), in groups whose every entry is below every
  * entry of the groups after it, each of at most INSERTION_MAX entries,
