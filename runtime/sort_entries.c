@@ -91,13 +91,13 @@ static void radix_lsd(uint64_t *a, uint64_t *t, size_t n, uintptr_t base, unsign
  * in 2^gb groups, gb the fewest bits (8 to 12) that give at most 3/4 of an
  * entry a group; when every group is then small, one insertion pass over
  * them all (insert_groups) copies them back in order, each entry moving
- * within its group at most.  A large group is sorted by LSD radix on the rest of the key.
- * A bucket too large for 2^12 groups (a one-thread epoch of over 3 072
- * entries) takes an LSD radix sort on the whole key.  For a bucket of 128
- * entries over 2^17 granules, the full LSD radix took three passes of a
- * count array (1.08 -> 0.70 ms for 1024 such buckets on the CPU machine);
- * for the single bucket of a 1e-5 epoch (1 342 entries over 2^27
- * granules), four.  An insertion sort per group was slower, branching
+ * within its group at most.  A large group is sorted by LSD radix on the
+ * rest of the key.  A bucket too large for 2^12 groups (a one-thread epoch
+ * of over 3 072 entries) takes an LSD radix sort on the whole key.  For a
+ * bucket of 128 entries over 2^17 granules, the full LSD radix took three
+ * passes of a count array (1.08 -> 0.70 ms for 1024 such buckets on the
+ * CPU machine); for the single bucket of a 1e-5 epoch (1 342 entries over
+ * 2^27 granules), four.  An insertion sort per group was slower, branching
  * unpredictably on the groups' sizes. */
 void mmsb_sort_entries(uint64_t *e, uint64_t *tmp, size_t n, uintptr_t base, unsigned bits) {
   if (n <= INSERTION_MAX) {
