@@ -41,6 +41,7 @@
 #include <string.h>
 
 extern "C" int mmsb_fail(int status, const char *fmt, ...);
+extern "C" uint64_t mmsb_lane_launches; // runtime/internal.h: for the tests
 extern "C" void mmsb_parallel_stage(void *dst, const void *src, size_t len, uint32_t *offs,
                                     const size_t *index, size_t base, size_t n, int threads);
 extern "C" void mmsb_stage_copy(void *dst, const void *src, size_t len, uint32_t *offs,
@@ -483,6 +484,7 @@ int launch(Stream *s, Stage &st, const uint8_t *bytes, size_t blen, bool mapped,
     uint32_t per_block = WARPS * 32;
     apply_lanes_kernel<<<(ng + per_block - 1) / per_block, WARPS * 32, 0, s->s>>>(
         (uint8_t *)dptr, size, bytes, offs, ng);
+    __atomic_fetch_add(&mmsb_lane_launches, 1, __ATOMIC_RELAXED);
   } else {
     apply_kernel<<<(ng + WARPS - 1) / WARPS, WARPS * 32, 0, s->s>>>((uint8_t *)dptr, size, bytes,
                                                                     blen, mapped, offs, group, ng);
