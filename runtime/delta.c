@@ -10,7 +10,6 @@
 static inline uint16_t rd16(const uint8_t *p) { uint16_t v; memcpy(&v, p, 2); return v; }
 static inline uint32_t rd32(const uint8_t *p) { uint32_t v; memcpy(&v, p, 4); return v; }
 static inline uint64_t rd64(const uint8_t *p) { uint64_t v; memcpy(&v, p, 8); return v; }
-static inline void wr16(uint8_t *p, uint16_t v) { memcpy(p, &v, 2); }
 static inline void wr32(uint8_t *p, uint32_t v) { memcpy(p, &v, 4); }
 static inline void wr64(uint8_t *p, uint64_t v) { memcpy(p, &v, 8); }
 
@@ -170,8 +169,7 @@ static int encode(uint32_t region, uint64_t page, int op, int type,
       if (!mask_get(mask, i)) { i++; continue; }
       size_t j = i;
       while (j < page_len && mask_get(mask, j)) j++;
-      wr16(o, (uint16_t)i);
-      wr16(o + 2, (uint16_t)(j - i));
+      mmsb_run_write_header(o, (uint16_t)i, (uint16_t)(j - i));
       memcpy(o + MMSB_RUN_HDR, values + i, j - i);
       o += MMSB_RUN_HDR + (j - i);
       i = j;

@@ -81,8 +81,7 @@ static inline size_t mmsb_emit_runs(uint8_t *o, const mmsb_region *r, size_t pag
     mmsb_copy_push(q, w, src, plen);
   } else {
     for (uint32_t i = 0; i < pr->n; i++) {
-      memcpy(w, &pr->off[i], 2);
-      memcpy(w + 2, &pr->len[i], 2);
+      mmsb_run_write_header(w, pr->off[i], pr->len[i]);
       mmsb_copy_push(q, w + MMSB_RUN_HDR, src + pr->off[i], pr->len[i]);
       w += MMSB_RUN_HDR + pr->len[i];
     }

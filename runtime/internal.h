@@ -303,6 +303,12 @@ static inline void mmsb_delta_write_header(uint8_t *o, uint32_t region, uint64_t
   memcpy(o + 16, &nruns, 4);
   memcpy(o + 20, &body_len, 4);
 }
+/* Writes a run's 4-byte header (docs/format.md: offset u16, length u16),
+ * as one store: the host is little-endian, as the header above assumes. */
+static inline void mmsb_run_write_header(uint8_t *o, uint16_t off, uint16_t len) {
+  uint32_t h = (uint32_t)off | (uint32_t)len << 16;
+  memcpy(o, &h, 4);
+}
 int mmsb_type_size(int type);
 void mmsb_accumulate_bytes(uint8_t *dst, const uint8_t *src, size_t bytes,
                            int op, int type);
