@@ -128,7 +128,8 @@ static inline void mmsb_out_page(delta_out *k, const mmsb_region *r, size_t page
  * nothing written, else (its runs then go through mmsb_out_page).  Most
  * pages of a sparse epoch have one run: this skips listing and planning
  * runs (a one-thread 1e-5 fill, collect_tiny.c: 12.4 -> 10.1 us on the CPU
- * machine). */
+ * machine, when that way still wrote its pages of one store through here;
+ * it now writes those itself, out_lone_pages, and this the rest). */
 static inline bool mmsb_out_one_run(delta_out *k, const mmsb_region *r, size_t pg, uintptr_t g0,
                                     uintptr_t g1, size_t plen) {
   page_runs one; /* only its first run is written and read */

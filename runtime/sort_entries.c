@@ -44,9 +44,10 @@ static inline uint64_t entry_of(uint64_t y) { return y >> LEN_BITS | y << MMSB_L
  * (the third of a group, or later, out of order) moves by a loop.  The
  * groups of a small epoch hold one or two entries mostly, and half the
  * pairs are out of order: a branch there mispredicted so often that the
- * pass took half the sort (1 341 entries, CPU machine: 9 000 -> 4 300-5 600
- * cycles; the sort 6.0-6.5 -> 4.1-4.7 us).  Entries of one address keep
- * no order: collection merges them alike in any. */
+ * pass took half the sort (1 341 entries, CPU machine, a harness's
+ * medians: 9 000 -> 4 300-5 600 cycles; the sort 5.7-7.2 -> 4.1-5.5 us).
+ * Entries of one address keep no order: collection merges them alike in
+ * any. */
 static void insert_groups(uint64_t *dst, const uint64_t *src, size_t n) {
   uint64_t hi = addr_first(src[0]), lo_before = 0; /* dst[i - 1] and dst[i - 2] */
   dst[0] = src[0];
