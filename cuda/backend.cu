@@ -13,16 +13,21 @@
 // commit fills the epoch on several threads, the staging and the copies are
 // made during the fill (c_stage_*), and apply only launches.
 // A small batch is not copied at all (up to MMSB_ZERO_COPY bytes of
-// staging, default ZERO_COPY_MAX): the staging is mapped pinned memory, and
-// the kernel reads it over PCIe, each warp pulling its delta into shared
-// memory with a few wide reads first; its bytes are read from the bus's
-// pinned batch itself when they lie there (in_place), only their offsets
-// staged, by apply or by the fill's pieces.  That saves the copy call and
-// the DMA's start, less the kernel's few round trips: a few microseconds of
-// a 1e-5 epoch's ~50-75 on the H200's VM (docs/performance.md).  At 1e-4
-// (0.5 MB) reading in place shortened the commit but lengthened the wait
-// by as much (MMSB_ZERO_COPY of 4 MB at 17:51, of 1 MiB at 17:56), and
-// many warps' small reads of a larger epoch cost more.
+// staging, default ZERO_COPY_MAX, and a sparse one of one delta a page up
+// to four times that: read_in_place): the staging is mapped pinned memory,
+// and the kernel reads it over PCIe, each warp pulling its delta into
+// shared memory with a few wide reads first, or, for a sparse epoch, 32
+// deltas at once (apply_lanes_mapped_kernel); its bytes are read from the
+// bus's pinned batch itself when they lie there (in_place), only their
+// offsets staged, by apply or by the fill's pieces.  That saves the copy
+// calls and the DMA's start, less the kernel's round trips: a few
+// microseconds of a 1e-5 epoch's ~50-75 on the H200's VM, and ~12 of a
+// 1e-4 epoch's ~190, where the commit got ~26 us shorter and the wait
+// after it ~14 longer (docs/performance.md, thirteenth session).  With a
+// warp a delta, reading a 1e-4 epoch in place shortened the commit but
+// lengthened the wait by as much (MMSB_ZERO_COPY of 4 MB at 17:51, of 1 MiB
+// at 17:56 and 00:00); a dense epoch's many warps' reads cost more than
+// one DMA.
 // diff: a first kernel counts each page's changed granules (one block per
 // page, warp ballots); two exclusive prefix sums (CUB) over the counts give
 // each changed page its slot and each changed granule its place; a second
@@ -41,7 +46,7 @@
 #include <string.h>
 
 extern "C" int mmsb_fail(int status, const char *fmt, ...);
-extern "C" uint64_t mmsb_lane_launches; // runtime/internal.h: for the tests
+extern "C" uint64_t mmsb_lane_launches, mmsb_lane_mapped_launches; // runtime/internal.h: for the tests
 extern "C" void mmsb_parallel_stage(void *dst, const void *src, size_t len, uint32_t *offs,
                                     const size_t *index, size_t base, size_t n, int threads);
 extern "C" void mmsb_stage_copy(void *dst, const void *src, size_t len, uint32_t *offs,
@@ -211,7 +216,8 @@ constexpr uint32_t LANE_RUN = 64, LANE_AVG = 64;
 
 // The run of delta d, when it is one run of at most LANE_RUN bytes that
 // the calling lane applies alone: true, and applied.  (Its bytes are in
-// device memory: over PCIe, the warp's pull() is the faster read.)
+// device or shared memory: read over PCIe field by field, each field would
+// be a round trip.)
 __device__ bool apply_one_run(uint8_t *base, size_t size, const uint8_t *d) {
   mmsb_dhdr h;
   mmsb_dhdr_read(d, &h);
@@ -236,6 +242,57 @@ __global__ void apply_lanes_kernel(uint8_t *base, size_t size, const uint8_t *by
   size_t k = ((size_t)blockIdx.x * WARPS + warp) * 32 + lane;
   if ((k - lane) >= n) return; // the whole warp
   const uint8_t *d = k < n ? bytes + offs[k] : nullptr;
+  bool done = !d || apply_one_run(base, size, d);
+  for (unsigned left = __ballot_sync(0xffffffffu, !done); left; left &= left - 1) {
+    int l = __ffs(left) - 1;
+    const uint8_t *dl = (const uint8_t *)__shfl_sync(0xffffffffu, (unsigned long long)d, l);
+    apply_delta(base, size, dl, start[warp]);
+    __syncwarp();
+  }
+}
+
+// Sparse epochs read in place (mapped host memory): a warp takes 32 deltas,
+// a lane each, as apply_lanes_kernel does, but first copies their bytes
+// (adjacent in the batch: from the first one's offset to the next warp's)
+// into shared memory with one round of 4-byte reads, 128 bytes a warp's
+// load: two PCIe round trips a warp (offsets, then bytes).  apply_kernel's
+// warp a delta pulls each delta by itself, and the 13 100 warps of a 1e-4
+// epoch read over PCIe waited longer than one copy of its 0.5 MB took.  A
+// warp whose deltas span more than SPAN bytes (a whole page among them)
+// pulls them one after the other.
+constexpr uint32_t SPAN = 4096, SPAN_WORDS_A_LANE = SPAN / 4 / 32;
+
+__global__ void apply_lanes_mapped_kernel(uint8_t *base, size_t size, const uint8_t *bytes,
+                                          size_t blen, const uint32_t *offs, uint32_t n) {
+  __shared__ uint32_t start[WARPS][RUN_CHUNK];
+  __shared__ uint32_t span[WARPS][SPAN / 4];
+  unsigned warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  size_t k0 = ((size_t)blockIdx.x * WARPS + warp) * 32, k = k0 + lane;
+  if (k0 >= n) return; // the whole warp
+  uint32_t off = k < n ? offs[k] : 0;
+  uint32_t end = k0 + 32 < n ? offs[k0 + 32] : (uint32_t)blen; // one read for the warp
+  uint32_t a0 = __shfl_sync(0xffffffffu, off, 0) & ~3u, words = (end - a0 + 3) / 4;
+  if (words > SPAN / 4) { // uniform across the warp
+    uint32_t cnt = n - k0 < 32 ? (uint32_t)(n - k0) : 32;
+    for (uint32_t j = 0; j < cnt; j++) {
+      uint32_t o = __shfl_sync(0xffffffffu, off, j);
+      apply_delta(base, size, pull(bytes, blen, o, span[warp]), start[warp]);
+      __syncwarp();
+    }
+    return;
+  }
+  // All loads first, then the stores: each load waited for the store before
+  // it would be a round trip each (blen is a multiple of 4, end <= blen).
+  const uint32_t *src = (const uint32_t *)(bytes + a0);
+  uint32_t w[SPAN_WORDS_A_LANE];
+#pragma unroll
+  for (uint32_t j = 0; j < SPAN_WORDS_A_LANE; j++)
+    if (lane + 32 * j < words) w[j] = src[lane + 32 * j];
+#pragma unroll
+  for (uint32_t j = 0; j < SPAN_WORDS_A_LANE; j++)
+    if (lane + 32 * j < words) span[warp][lane + 32 * j] = w[j];
+  __syncwarp();
+  const uint8_t *d = k < n ? (const uint8_t *)span[warp] + (off - a0) : nullptr;
   bool done = !d || apply_one_run(base, size, d);
   for (unsigned left = __ballot_sync(0xffffffffu, !done); left; left &= left - 1) {
     int l = __ffs(left) - 1;
@@ -331,6 +388,15 @@ size_t zero_copy_max() {
     return e && *e ? (size_t)strtoull(e, nullptr, 10) : ZERO_COPY_MAX;
   }();
   return v;
+}
+
+// Whether an epoch's staging (need bytes; its deltas len bytes, n of them,
+// one a page) is read in place: up to MMSB_ZERO_COPY bytes, and a sparse
+// one (LANE_AVG bytes a delta at most, which apply_lanes_mapped_kernel
+// reads a warp's at once) up to four times that: a 1e-4 epoch of a GiB.
+bool read_in_place(size_t len, size_t n, size_t need) {
+  size_t zc = zero_copy_max();
+  return need <= zc || (len <= n * LANE_AVG && need / 4 < zc);
 }
 
 int c_open(int device, void **out) {
@@ -480,11 +546,15 @@ int stage_reserve(Stream *s, Stage &st, uint64_t epoch, size_t need) {
 int launch(Stream *s, Stage &st, const uint8_t *bytes, size_t blen, bool mapped, void *dptr,
            size_t size, const uint32_t *offs, const uint32_t *group, uint32_t ng) {
   st.pending = true; // the kernel reads the stage (host memory when mapped)
-  if (!group && !mapped && blen <= (size_t)ng * LANE_AVG) {
-    uint32_t per_block = WARPS * 32;
-    apply_lanes_kernel<<<(ng + per_block - 1) / per_block, WARPS * 32, 0, s->s>>>(
-        (uint8_t *)dptr, size, bytes, offs, ng);
+  if (!group && blen <= (size_t)ng * LANE_AVG) {
+    uint32_t blocks = (ng + WARPS * 32 - 1) / (WARPS * 32);
+    if (mapped)
+      apply_lanes_mapped_kernel<<<blocks, WARPS * 32, 0, s->s>>>((uint8_t *)dptr, size, bytes,
+                                                                 blen, offs, ng);
+    else
+      apply_lanes_kernel<<<blocks, WARPS * 32, 0, s->s>>>((uint8_t *)dptr, size, bytes, offs, ng);
     __atomic_fetch_add(&mmsb_lane_launches, 1, __ATOMIC_RELAXED);
+    if (mapped) __atomic_fetch_add(&mmsb_lane_mapped_launches, 1, __ATOMIC_RELAXED);
   } else {
     apply_kernel<<<(ng + WARPS - 1) / WARPS, WARPS * 32, 0, s->s>>>((uint8_t *)dptr, size, bytes,
                                                                     blen, mapped, offs, group, ng);
@@ -546,7 +616,8 @@ int c_apply(void *p, void *dptr, size_t size, const uint8_t *bytes, size_t len,
   // small (from the pinned batch itself when it can be); else copied, the
   // bytes straight from a pinned batch (direct).
   size_t olen = mmsb_stage_offs_at(len), most = olen + (2 * n + 1) * sizeof(uint32_t);
-  bool mapped = (one_per_page ? olen + n * sizeof(uint32_t) : most) <= zero_copy_max();
+  bool mapped = one_per_page ? read_in_place(len, n, olen + n * sizeof(uint32_t))
+                             : most <= zero_copy_max();
   bool direct = pinned && !mapped, inplace = mapped && in_place(s, pinned, bytes, len);
   int rc = stage_reserve(s, st, epoch, most);
   if (rc) return rc;
@@ -589,7 +660,7 @@ int c_stage_begin(void *p, uint64_t epoch, size_t len, size_t n, bool pinned) {
   st.staged = epoch;
   st.staged_len = len;
   st.staged_n = n;
-  st.staged_mapped = need <= zero_copy_max();
+  st.staged_mapped = read_in_place(len, n, need);
   st.staged_direct = pinned && !st.staged_mapped; // pieces: their offsets only
   st.staged_inplace = pinned && st.staged_mapped && s->uva; // so too
   if (!st.staged_mapped) st.pending = true; // the sends will read st.host

@@ -350,10 +350,11 @@ int mmsb_collect_tiny(mmsb_bus *bus, mmsb_batch *b, const mmsb_log_seg *segs, si
  * one-thread way collected (collect_tiny.c), and mirror applies that only
  * launched what the fill had staged (mirror.c).  Relaxed; never reset. */
 extern _Atomic uint64_t mmsb_tiny_epochs, mmsb_staged_applies;
-/* The same for the CUDA backend's apply kernel of a lane a delta
- * (cuda/backend.cu): a plain integer, defined in mirror.c so that builds
- * without CUDA link, and added to with __atomic builtins (C++ there). */
-extern uint64_t mmsb_lane_launches;
+/* The same for the CUDA backend's apply kernels of a lane a delta
+ * (cuda/backend.cu): launches of either, and of the one that reads host
+ * memory.  Plain integers, defined in mirror.c so that builds without CUDA
+ * link, and added to with __atomic builtins (C++ there). */
+extern uint64_t mmsb_lane_launches, mmsb_lane_mapped_launches;
 /* sort_entries.c: sorts log entries e[0..n) by granule counted from base
  * (keys below 2^bits), through tmp (n entries). */
 void mmsb_sort_entries(uint64_t *e, uint64_t *tmp, size_t n, uintptr_t base, unsigned bits);

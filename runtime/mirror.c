@@ -120,7 +120,7 @@ static int gather(mmsb_mirror *m, const mmsb_batch *b, gathered *g) {
 }
 
 _Atomic uint64_t mmsb_staged_applies;
-uint64_t mmsb_lane_launches;
+uint64_t mmsb_lane_launches, mmsb_lane_mapped_launches;
 
 /* Whether the fill staged exactly the deltas g of epoch e (the batch may
  * have changed since: sorted, or derived deltas of the region added). */

@@ -329,8 +329,10 @@ typedef struct mmsb_mirror mmsb_mirror;
  * uploaded now and kept at the bus's epoch by every commit: the region's
  * deltas are copied to the device asynchronously and applied by a kernel on
  * the mirror's stream (an epoch of up to MMSB_ZERO_COPY bytes of staging,
- * 256 KiB by default, is not copied: the kernel reads its offsets from
- * pinned staging and its bytes from the pinned batch, over the bus).  The
+ * 256 KiB by default, and a sparse one of one delta a page and at most 64
+ * bytes a delta up to four times that, is not copied: the kernel reads its
+ * offsets from pinned staging and its bytes from the pinned batch, over
+ * the bus).  The
  * bus's batch moves into pinned host memory with its first CUDA mirror,
  * and the copies and kernels read it where it is; when
  * commit collects an epoch on several threads, they start while the rest
