@@ -27,7 +27,7 @@ def text_passes(path):
         if line.startswith("== "):
             skip = "spin1000" in line
         m = re.match(r"\s*1GiB frac=(\S+)\s", line)
-        if m and "x_of_floor" in line and not skip:
+        if m and "x_vs_um" in line and not skip:  # whole lines: a log's cut copies are not passes
             if m.group(1) in cur:
                 out.append(cur)
                 cur = {}
