@@ -6,9 +6,11 @@ or --json object in docs/runs from the eighth session's first run (17:48
 UTC, 2026-11-29) on, at the default settings.  Left out: the pool built on
 a futex (gpu_sync-futex-*, not kept) and the passes run with
 MMSB_POOL_SPIN_US=1000 (the "== spin1000" sections).  Run from anywhere:
-    python3 docs/runs/gpu_sync_tally.py [HHMM]
-HHMM (default 1748): count only the files named from that time on (the
-twelfth session's code, b6c45c8: 2238).
+    python3 docs/runs/gpu_sync_tally.py [[YYYY-MM-DD-]HHMM [[YYYY-MM-DD-]HHMM]]
+Count only the files named from the first time on (default
+2026-11-29-1748; a time alone is on 2026-11-29; the twelfth session's
+code, b6c45c8: 2238) and before the second.
+Files are named ...-YYYY-MM-DD-h200-HHMM...
 """
 import glob
 import json
@@ -53,10 +55,13 @@ def json_pass(path):
 
 def main():
     since = sys.argv[1] if len(sys.argv) > 1 else "1748"
+    until = sys.argv[2] if len(sys.argv) > 2 else "9999-12-31-2359"
+    since, until = (t if len(t) > 4 else "2026-11-29-" + t for t in (since, until))
     passes = []
     for f in sorted(glob.glob(os.path.join(HERE, "*h200-[0-9][0-9][0-9][0-9]*"))):
         name = os.path.basename(f)
-        if name.startswith("gpu_sync-futex") or re.search(r"h200-(\d{4})", name).group(1) < since:
+        m = re.search(r"(\d{4}-\d{2}-\d{2})-h200-(\d{4})", name)
+        if name.startswith("gpu_sync-futex") or not m or not since <= f"{m.group(1)}-{m.group(2)}" < until:
             continue
         passes += json_pass(f) if name.endswith(".json") else text_passes(f)
 
@@ -67,7 +72,11 @@ def main():
     um = [x(p, "0.0001", "x_vs_um") for p in passes]
     diff = [float(p["diff"]) for p in passes if "diff" in p]
     n = len(passes)
-    print(f"{n} full passes at the default settings, {since[:2]}:{since[2:]} UTC on")
+    if not n:
+        print(f"no full passes since {since}")
+        return
+    print(f"{n} full passes at the default settings, {since[:10]} {since[11:13]}:{since[13:]} UTC on"
+          + (f", before {until[:10]} {until[11:13]}:{until[13:]}" if len(sys.argv) > 2 else ""))
     print(f"within 2x of the floor at 1e-3, 1e-2, 1e-1: "
           f"{sum(all(x(p, f, 'x_of_floor') <= 2 for f in FRACS[2:]) for p in passes)} of {n} "
           f"({min(high):.2f}-{max(high):.2f}x)")
