@@ -231,6 +231,19 @@ __device__ bool apply_one_run(uint8_t *base, size_t size, const uint8_t *d) {
   return true;
 }
 
+// Each lane's delta d (nullptr: none) applied by the lane alone when it is
+// one short run, the others by the whole warp, one after the other, as
+// apply_kernel does; start: the warp's shared scratch.
+__device__ void apply_lane_or_warp(uint8_t *base, size_t size, const uint8_t *d, uint32_t *start) {
+  bool done = !d || apply_one_run(base, size, d);
+  for (unsigned left = __ballot_sync(0xffffffffu, !done); left; left &= left - 1) {
+    int l = __ffs(left) - 1;
+    const uint8_t *dl = (const uint8_t *)__shfl_sync(0xffffffffu, (unsigned long long)d, l);
+    apply_delta(base, size, dl, start);
+    __syncwarp();
+  }
+}
+
 // One delta a page (no group array), from device memory: a warp takes 32
 // deltas, a lane each; those one lane cannot apply (whole pages, several
 // or long runs) the warp then applies together, one after the other, as
@@ -242,13 +255,7 @@ __global__ void apply_lanes_kernel(uint8_t *base, size_t size, const uint8_t *by
   size_t k = ((size_t)blockIdx.x * WARPS + warp) * 32 + lane;
   if ((k - lane) >= n) return; // the whole warp
   const uint8_t *d = k < n ? bytes + offs[k] : nullptr;
-  bool done = !d || apply_one_run(base, size, d);
-  for (unsigned left = __ballot_sync(0xffffffffu, !done); left; left &= left - 1) {
-    int l = __ffs(left) - 1;
-    const uint8_t *dl = (const uint8_t *)__shfl_sync(0xffffffffu, (unsigned long long)d, l);
-    apply_delta(base, size, dl, start[warp]);
-    __syncwarp();
-  }
+  apply_lane_or_warp(base, size, d, start[warp]);
 }
 
 // Sparse epochs read in place (mapped host memory): a warp takes 32 deltas,
@@ -293,13 +300,7 @@ __global__ void apply_lanes_mapped_kernel(uint8_t *base, size_t size, const uint
     if (lane + 32 * j < words) span[warp][lane + 32 * j] = w[j];
   __syncwarp();
   const uint8_t *d = k < n ? (const uint8_t *)span[warp] + (off - a0) : nullptr;
-  bool done = !d || apply_one_run(base, size, d);
-  for (unsigned left = __ballot_sync(0xffffffffu, !done); left; left &= left - 1) {
-    int l = __ffs(left) - 1;
-    const uint8_t *dl = (const uint8_t *)__shfl_sync(0xffffffffu, (unsigned long long)d, l);
-    apply_delta(base, size, dl, start[warp]);
-    __syncwarp();
-  }
+  apply_lane_or_warp(base, size, d, start[warp]);
 }
 
 // The 512 changed-granule bits of one page, by a block of 64 threads
