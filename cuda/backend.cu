@@ -23,7 +23,7 @@
 // calls and the DMA's start, less the kernel's round trips: a few
 // microseconds of a 1e-5 epoch's ~50-75 on the H200's VM, and ~12 of a
 // 1e-4 epoch's ~190, where the commit got ~26 us shorter and the wait
-// after it ~14 longer (docs/performance.md, thirteenth session).  With a
+// after it ~13 longer (docs/performance.md, thirteenth session).  With a
 // warp a delta, reading a 1e-4 epoch in place shortened the commit but
 // lengthened the wait by as much (MMSB_ZERO_COPY of 4 MB at 17:51, of 1 MiB
 // at 17:56 and 00:00); a dense epoch's many warps' reads cost more than
