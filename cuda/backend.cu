@@ -46,6 +46,7 @@
 #include <string.h>
 
 extern "C" int mmsb_fail(int status, const char *fmt, ...);
+extern "C" bool mmsb_env_number(const char *name, long long min, long long max, long long *out);
 extern "C" uint64_t mmsb_lane_launches, mmsb_lane_mapped_launches; // runtime/internal.h: for the tests
 extern "C" void mmsb_parallel_stage(void *dst, const void *src, size_t len, uint32_t *offs,
                                     const size_t *index, size_t base, size_t n, int threads);
@@ -385,8 +386,8 @@ constexpr size_t ZERO_COPY_MAX = 256 << 10;
 
 size_t zero_copy_max() {
   static size_t v = [] {
-    const char *e = getenv("MMSB_ZERO_COPY");
-    return e && *e ? (size_t)strtoull(e, nullptr, 10) : ZERO_COPY_MAX;
+    long long n;
+    return mmsb_env_number("MMSB_ZERO_COPY", 0, 1LL << 40, &n) ? (size_t)n : ZERO_COPY_MAX;
   }();
   return v;
 }

@@ -8,16 +8,19 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* MMSB_SYNC: "none", "commit", "group" or "group:MS". */
+/* MMSB_SYNC: "none", "commit", "group" or "group:MS" (MS from 1 to an
+ * hour). */
 static void parse_sync(mmsb_config *c, const char *v) {
+  long long ms = c->group_ms;
   if (!strcmp(v, "none")) c->sync = MMSB_SYNC_NONE;
   else if (!strcmp(v, "commit")) c->sync = MMSB_SYNC_COMMIT;
-  else if (!strncmp(v, "group", 5)) {
+  else if (!strcmp(v, "group") ||
+           (!strncmp(v, "group:", 6) && mmsb_parse_number(v + 6, 1, 3600000, &ms))) {
     c->sync = MMSB_SYNC_GROUP;
-    if (v[5] == ':') c->group_ms = (unsigned)strtoul(v + 6, NULL, 10);
+    c->group_ms = (unsigned)ms;
   } else {
-    fprintf(stderr, "mmsb: MMSB_SYNC='%s' is not none, commit or group[:MS]; "
-            "using commit\n", v);
+    fprintf(stderr, "mmsb: MMSB_SYNC='%s' is not none, commit, group or group:MS "
+            "(MS from 1 to 3600000); using commit\n", v);
   }
 }
 
@@ -34,13 +37,13 @@ void mmsb_config_init(mmsb_config *c) {
   c->device = -1;
   c->threads = 1;
   const char *v;
+  long long n;
   if ((v = getenv("MMSB_DIR")) && *v) c->dir = v;
   if ((v = getenv("MMSB_SYNC")) && *v) parse_sync(c, v);
-  if ((v = getenv("MMSB_DEVICE")) && *v) c->device = atoi(v);
-  if ((v = getenv("MMSB_THREADS")) && *v) c->threads = atoi(v) > 0 ? atoi(v) : 1;
+  if (mmsb_env_number("MMSB_DEVICE", -1, 1023, &n)) c->device = (int)n;
+  if (mmsb_env_number("MMSB_THREADS", 1, 1024, &n)) c->threads = (int)n;
   c->commit_threads = mmsb_default_threads();
-  if ((v = getenv("MMSB_COMMIT_THREADS")) && *v)
-    c->commit_threads = atoi(v) > 0 ? atoi(v) : 1;
+  if (mmsb_env_number("MMSB_COMMIT_THREADS", 1, 1024, &n)) c->commit_threads = (int)n;
   if ((v = getenv("MMSB_TRACE")) && *v) c->trace = v;
   c->verify = env_flag("MMSB_VERIFY");
   c->stats = env_flag("MMSB_STATS");

@@ -234,9 +234,10 @@ static size_t log_max(void) {
   static _Atomic size_t max;
   size_t m = atomic_load_explicit(&max, memory_order_relaxed);
   if (!m) {
-    const char *v = getenv("MMSB_MARK_LOG");
-    long long n = v && *v ? atoll(v) : 0;
-    m = n >= LOG_ENTRIES ? (size_t)n : n > 0 ? LOG_ENTRIES : LOG_MAX_DEFAULT;
+    long long n;
+    m = !mmsb_env_number("MMSB_MARK_LOG", 1, 1LL << 36, &n) ? LOG_MAX_DEFAULT
+        : n >= LOG_ENTRIES                                  ? (size_t)n
+                                                            : LOG_ENTRIES;
     atomic_store_explicit(&max, m, memory_order_relaxed);
   }
   return m;

@@ -13,6 +13,7 @@
  */
 #include "internal.h"
 
+#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -73,12 +74,9 @@ enum { SPIN_US_DEFAULT = 200, SPIN_US_MAX = 1000000 };
 static _Atomic uint64_t spin_ns = SPIN_US_DEFAULT * 1000ull;
 
 static void read_spin(void) {
-  const char *v = getenv("MMSB_POOL_SPIN_US");
-  if (!v || !*v) return;
-  char *end;
-  long long us = strtoll(v, &end, 10);
-  if (*end || us < 0) return; /* not a number: the default stays */
-  atomic_store(&spin_ns, (uint64_t)(us > SPIN_US_MAX ? SPIN_US_MAX : us) * 1000u);
+  long long us;
+  if (mmsb_env_number("MMSB_POOL_SPIN_US", 0, LLONG_MAX / 1000, &us))
+    atomic_store(&spin_ns, (uint64_t)(us > SPIN_US_MAX ? SPIN_US_MAX : us) * 1000u);
 }
 
 uint64_t mmsb_pool_spin_us(void) { return atomic_load(&spin_ns) / 1000u; }

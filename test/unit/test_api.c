@@ -1,5 +1,6 @@
 /* test_api.c - the API core: regions, status codes and bad arguments. */
 #include "check.h"
+#include "internal.h"
 #include "mmsb_abi.h"
 
 #include <fcntl.h>
@@ -124,15 +125,50 @@ static void test_config(void) {
   setenv("MMSB_SYNC", "group:25", 1);
   setenv("MMSB_VERIFY", "1", 1);
   setenv("MMSB_DEVICE", "2", 1);
+  setenv("MMSB_THREADS", "1K", 1);
+  setenv("MMSB_COMMIT_THREADS", "8", 1);
   mmsb_config c;
   mmsb_config_init(&c);
   CHECK(c.sync == MMSB_SYNC_GROUP && c.group_ms == 25);
   CHECK(c.verify == 1 && c.device == 2 && c.dir == NULL);
+  CHECK(c.threads == 1024 && c.commit_threads == 8);
+  /* Not numbers, or out of range: a line on stderr, and the defaults. */
+  setenv("MMSB_SYNC", "group:abc", 1);
+  setenv("MMSB_DEVICE", "gpu1", 1);
+  setenv("MMSB_THREADS", "2K", 1);
+  setenv("MMSB_COMMIT_THREADS", "eight", 1);
+  mmsb_config_init(&c);
+  CHECK(c.sync == MMSB_SYNC_COMMIT && c.device == -1 && c.threads == 1);
+  CHECK(c.commit_threads == mmsb_default_threads());
+  unsetenv("MMSB_DEVICE");
+  unsetenv("MMSB_THREADS");
+  setenv("MMSB_SYNC", "group", 1);
+  setenv("MMSB_COMMIT_THREADS", "0", 1);
+  mmsb_config_init(&c);
+  CHECK(c.sync == MMSB_SYNC_GROUP && c.group_ms == 10 && c.commit_threads == mmsb_default_threads());
   unsetenv("MMSB_SYNC");
   unsetenv("MMSB_VERIFY");
   unsetenv("MMSB_DEVICE");
+  unsetenv("MMSB_THREADS");
+  unsetenv("MMSB_COMMIT_THREADS");
   mmsb_config_init(&c);
-  CHECK(c.sync == MMSB_SYNC_COMMIT && c.verify == 0 && c.device == -1);
+  CHECK(c.sync == MMSB_SYNC_COMMIT && c.verify == 0 && c.device == -1 && c.threads == 1);
+}
+
+/* The numbers of MMSB_* settings (env.c). */
+static void test_numbers(void) {
+  static const struct { const char *v; bool ok; long long n; } cases[] = {
+      {"4096", true, 4096},       {"256K", true, 262144},   {"1M", true, 1048576},
+      {"1g", true, 1073741824},   {"0", true, 0},           {"-1", true, -1},
+      {" 12", true, 12},          {"", false, 0},           {"12x", false, 0},
+      {"1MB", false, 0},          {"K", false, 0},          {"-2", false, 0},
+      {"2T", false, 0},           {"99999999999999999999", false, 0},
+      {"9223372036854775807K", false, 0},                   {"1099511627777", false, 0}};
+  for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+    long long n = 12345;
+    bool ok = mmsb_parse_number(cases[i].v, -1, 1LL << 40, &n);
+    CHECK(ok == cases[i].ok && n == (ok ? cases[i].n : 12345));
+  }
 }
 
 int main(void) {
@@ -144,6 +180,7 @@ int main(void) {
   test_touch(bus);
   test_shared(bus);
   test_config();
+  test_numbers();
   mmsb_epoch_t e0 = mmsb_epoch(bus), e1;
   CHECK_OK(mmsb_commit(bus, &e1));
   CHECK(e1 == e0 + 1 && mmsb_epoch(bus) == e1);
