@@ -234,10 +234,9 @@ static size_t log_max(void) {
   static _Atomic size_t max;
   size_t m = atomic_load_explicit(&max, memory_order_relaxed);
   if (!m) {
-    long long n;
-    m = !mmsb_env_number("MMSB_MARK_LOG", 1, 1LL << 36, &n) ? LOG_MAX_DEFAULT
-        : n >= LOG_ENTRIES                                  ? (size_t)n
-                                                            : LOG_ENTRIES;
+    long long n = LOG_MAX_DEFAULT; /* kept when the setting is unset or wrong */
+    mmsb_env_number("MMSB_MARK_LOG", 1, 1LL << 36, &n);
+    m = n < LOG_ENTRIES ? LOG_ENTRIES : (size_t)n;
     atomic_store_explicit(&max, m, memory_order_relaxed);
   }
   return m;
