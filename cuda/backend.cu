@@ -48,6 +48,10 @@
 extern "C" int mmsb_fail(int status, const char *fmt, ...);
 extern "C" bool mmsb_env_number(const char *name, long long min, long long max, long long *out);
 extern "C" uint64_t mmsb_lane_launches, mmsb_lane_mapped_launches; // runtime/internal.h: for the tests
+extern "C" void mmsb_parallel_stage(void *dst, const void *src, size_t len, uint32_t *offs,
+                                    const size_t *index, size_t base, size_t n, int threads);
+extern "C" void mmsb_stage_copy(void *dst, const void *src, size_t len, uint32_t *offs,
+                                const size_t *index, size_t base, size_t n);
 
 namespace {
 
@@ -62,7 +66,6 @@ struct Stage {
   size_t staged_len = 0, staged_n = 0;
   bool staged_mapped = false, staged_direct = false; // direct: bytes sent from the batch
   bool staged_inplace = false; // mapped, the bytes to be read from the pinned batch
-  bool staged_recs = false;    // a record a delta instead of offsets (device.h)
 };
 
 struct Stream {
@@ -210,7 +213,7 @@ __global__ void apply_kernel(uint8_t *base, size_t size, const uint8_t *bytes, s
 // and 33 us, and 17-20 with mmsb_run_apply's 8-byte stores.  Denser epochs
 // (whole pages, many runs) keep a warp a delta: a lane's warp would apply
 // them one after the other.
-constexpr uint32_t LANE_RUN = 64, LANE_AVG = MMSB_STAGE_SPARSE_AVG;
+constexpr uint32_t LANE_RUN = 64, LANE_AVG = 64;
 
 // The run of delta d, when it is one run of at most LANE_RUN bytes that
 // the calling lane applies alone: true, and applied.  (Its bytes are in
@@ -256,51 +259,49 @@ __global__ void apply_lanes_kernel(uint8_t *base, size_t size, const uint8_t *by
   apply_lane_or_warp(base, size, d, start[warp]);
 }
 
-// Sparse epochs read in place (mapped host memory), from their records
-// (device.h), a lane a delta: a lane whose record is a word stores it, and
-// that is all for a warp of words; the warp's other deltas are then read,
-// each by its lane (all its 4-byte loads at once, into its share of the
-// warp's shared buffer) and applied by it, or, over LANE_BYTES (whole
-// pages), by the warp one after the other.  So a warp makes one PCIe round
-// trip, or two with a delta other than a word.  With offsets, every warp
-// read its 32 offsets, then its deltas' bytes (~36 a word's delta), in two
-// round trips: a 1e-4 epoch of a GiB waited ~23 us for it after the commit
-// (thirteenth session), twice what one copy of the same bytes took.  And a
-// warp a delta pulling each delta by itself waited longer still.
-constexpr uint32_t LANE_BYTES = 128, LANE_WORDS = LANE_BYTES / 4;
+// Sparse epochs read in place (mapped host memory): a warp takes 32 deltas,
+// a lane each, as apply_lanes_kernel does, but first copies their bytes
+// (adjacent in the batch: from the first one's offset to the next warp's)
+// into shared memory with one round of 4-byte reads, 128 bytes a warp's
+// load: two PCIe round trips a warp (offsets, then bytes).  apply_kernel's
+// warp a delta pulls each delta by itself, and the 13 100 warps of a 1e-4
+// epoch read over PCIe waited longer than one copy of its 0.5 MB took.  A
+// warp whose deltas span more than SPAN bytes (a whole page among them)
+// pulls them one after the other.
+constexpr uint32_t SPAN = 4096, SPAN_WORDS_A_LANE = SPAN / 4 / 32;
 
 __global__ void apply_lanes_mapped_kernel(uint8_t *base, size_t size, const uint8_t *bytes,
-                                          size_t blen, const mmsb_stage_rec *recs, uint32_t n) {
+                                          size_t blen, const uint32_t *offs, uint32_t n) {
   __shared__ uint32_t start[WARPS][RUN_CHUNK];
-  __shared__ uint32_t buf[WARPS][32 * LANE_WORDS];
+  __shared__ uint32_t span[WARPS][SPAN / 4];
   unsigned warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   size_t k0 = ((size_t)blockIdx.x * WARPS + warp) * 32, k = k0 + lane;
   if (k0 >= n) return; // the whole warp
-  ulonglong2 r = make_ulonglong2(0, 0);
-  if (k < n) r = *(const ulonglong2 *)(recs + k); // 16-byte aligned: offs_at(len)
-  bool other = k < n && (r.x & MMSB_STAGE_DELTA);
-  if (k < n && !other && r.x + 8 <= size) *(uint64_t *)(base + r.x) = r.y;
-  if (!__any_sync(0xffffffffu, other)) return;
-  uint32_t off = (uint32_t)r.x, a0 = off & ~3u;
-  uint32_t words = other ? (uint32_t)((off - a0 + r.y + 3) / 4) : 0;
-  bool mine = other && words <= LANE_WORDS;
-  // All loads first, then the stores: each load waited for the store
-  // before it would be a round trip each (blen is a multiple of 4).
-  const uint32_t *src = (const uint32_t *)(bytes + a0);
-  uint32_t *slot = buf[warp] + lane * LANE_WORDS, w[LANE_WORDS];
-#pragma unroll
-  for (uint32_t j = 0; j < LANE_WORDS; j++)
-    if (mine && j < words && a0 + 4 * j < blen) w[j] = src[j];
-#pragma unroll
-  for (uint32_t j = 0; j < LANE_WORDS; j++)
-    if (mine && j < words) slot[j] = w[j];
-  if (mine) mmsb_delta_apply_encoded(base, size, (const uint8_t *)slot + (off - a0));
-  __syncwarp();
-  for (unsigned left = __ballot_sync(0xffffffffu, other && !mine); left; left &= left - 1) {
-    uint32_t o = __shfl_sync(0xffffffffu, off, __ffs(left) - 1);
-    apply_delta(base, size, pull(bytes, blen, o, buf[warp]), start[warp]);
-    __syncwarp();
+  uint32_t off = k < n ? offs[k] : 0;
+  uint32_t end = k0 + 32 < n ? offs[k0 + 32] : (uint32_t)blen; // one read for the warp
+  uint32_t a0 = __shfl_sync(0xffffffffu, off, 0) & ~3u, words = (end - a0 + 3) / 4;
+  if (words > SPAN / 4) { // uniform across the warp
+    uint32_t cnt = n - k0 < 32 ? (uint32_t)(n - k0) : 32;
+    for (uint32_t j = 0; j < cnt; j++) {
+      uint32_t o = __shfl_sync(0xffffffffu, off, j);
+      apply_delta(base, size, pull(bytes, blen, o, span[warp]), start[warp]);
+      __syncwarp();
+    }
+    return;
   }
+  // All loads first, then the stores: each load waited for the store before
+  // it would be a round trip each (blen is a multiple of 4, end <= blen).
+  const uint32_t *src = (const uint32_t *)(bytes + a0);
+  uint32_t w[SPAN_WORDS_A_LANE];
+#pragma unroll
+  for (uint32_t j = 0; j < SPAN_WORDS_A_LANE; j++)
+    if (lane + 32 * j < words) w[j] = src[lane + 32 * j];
+#pragma unroll
+  for (uint32_t j = 0; j < SPAN_WORDS_A_LANE; j++)
+    if (lane + 32 * j < words) span[warp][lane + 32 * j] = w[j];
+  __syncwarp();
+  const uint8_t *d = k < n ? (const uint8_t *)span[warp] + (off - a0) : nullptr;
+  apply_lane_or_warp(base, size, d, start[warp]);
 }
 
 // The 512 changed-granule bits of one page, by a block of 64 threads
@@ -541,43 +542,40 @@ int stage_reserve(Stream *s, Stage &st, uint64_t epoch, size_t need) {
   return rc;
 }
 
-// The apply kernel over ng groups of n deltas: their bytes (blen of them,
-// host memory when mapped), and arr, as the kernel addresses it: their
-// offsets, then ng + 1 group starts unless one_per_page, or, with recs,
-// their records (device.h: a sparse epoch, mapped).  st: the stage that
-// holds arr.
+// The apply kernel over n deltas: their bytes (blen of them, host memory
+// when mapped), their offsets, and ng + 1 group starts unless group is
+// NULL (one delta a page).  st: the stage that holds the offsets.
 int launch(Stream *s, Stage &st, const uint8_t *bytes, size_t blen, bool mapped, void *dptr,
-           size_t size, const uint8_t *arr, bool recs, bool one_per_page, size_t n, uint32_t ng) {
+           size_t size, const uint32_t *offs, const uint32_t *group, uint32_t ng) {
   st.pending = true; // the kernel reads the stage (host memory when mapped)
-  const uint32_t *offs = (const uint32_t *)arr;
-  uint32_t lane_blocks = (ng + WARPS * 32 - 1) / (WARPS * 32);
-  if (recs) {
-    apply_lanes_mapped_kernel<<<lane_blocks, WARPS * 32, 0, s->s>>>(
-        (uint8_t *)dptr, size, bytes, blen, (const mmsb_stage_rec *)arr, ng);
+  if (!group && blen <= (size_t)ng * LANE_AVG) {
+    uint32_t blocks = (ng + WARPS * 32 - 1) / (WARPS * 32);
+    if (mapped)
+      apply_lanes_mapped_kernel<<<blocks, WARPS * 32, 0, s->s>>>((uint8_t *)dptr, size, bytes,
+                                                                 blen, offs, ng);
+    else
+      apply_lanes_kernel<<<blocks, WARPS * 32, 0, s->s>>>((uint8_t *)dptr, size, bytes, offs, ng);
     __atomic_fetch_add(&mmsb_lane_launches, 1, __ATOMIC_RELAXED);
-    __atomic_fetch_add(&mmsb_lane_mapped_launches, 1, __ATOMIC_RELAXED);
-  } else if (one_per_page && !mapped && blen <= (size_t)ng * LANE_AVG) {
-    apply_lanes_kernel<<<lane_blocks, WARPS * 32, 0, s->s>>>((uint8_t *)dptr, size, bytes, offs,
-                                                               ng);
-    __atomic_fetch_add(&mmsb_lane_launches, 1, __ATOMIC_RELAXED);
+    if (mapped) __atomic_fetch_add(&mmsb_lane_mapped_launches, 1, __ATOMIC_RELAXED);
   } else {
-    apply_kernel<<<(ng + WARPS - 1) / WARPS, WARPS * 32, 0, s->s>>>(
-        (uint8_t *)dptr, size, bytes, blen, mapped, offs, one_per_page ? nullptr : offs + n, ng);
+    apply_kernel<<<(ng + WARPS - 1) / WARPS, WARPS * 32, 0, s->s>>>((uint8_t *)dptr, size, bytes,
+                                                                    blen, mapped, offs, group, ng);
   }
   return cuda_err(cudaGetLastError(), "apply kernel");
 }
 
-// The stage's bytes and offsets (or records) as the kernel addresses them.
+// The stage's bytes and offsets as the kernel addresses them.
 int launch_stage(Stream *s, Stage &st, bool mapped, void *dptr, size_t size, size_t len, size_t n,
-                 uint32_t ng, bool one_per_page, bool recs) {
+                 uint32_t ng, bool one_per_page) {
   size_t olen = mmsb_stage_offs_at(len);
   const uint8_t *src = mapped ? st.mapped : st.dev;
-  return launch(s, st, src, olen, mapped, dptr, size, src + olen, recs, one_per_page, n, ng);
+  const uint32_t *offs = (const uint32_t *)(src + olen);
+  return launch(s, st, src, olen, mapped, dptr, size, offs, one_per_page ? nullptr : offs + n, ng);
 }
 
 // Whether the kernel may read a small epoch's bytes where they are, in the
 // bus's pinned batch: with unified addressing the batch's host pointer is
-// its device pointer too, and the kernels read 4-byte words, so the bytes
+// its device pointer too, and pull() reads 4-byte words, so the bytes
 // must start 4-aligned and end on a word.  Saves copying them to staging
 // (48 KB at 1e-5 of a GiB).
 bool in_place(const Stream *s, bool pinned, const uint8_t *bytes, size_t len) {
@@ -585,14 +583,13 @@ bool in_place(const Stream *s, bool pinned, const uint8_t *bytes, size_t len) {
 }
 
 // The kernel reading the bytes in place from the pinned batch (in_place)
-// and their offsets (then group starts unless one_per_page) or records
-// from mapped stage st: the next commit waits for it before writing the
-// batch.
+// and their offsets (then group starts unless one_per_page) from mapped
+// stage st: the next commit waits for it before writing the batch.
 int launch_in_place(Stream *s, Stage &st, const uint8_t *bytes, size_t len, void *dptr,
-                    size_t size, size_t n, uint32_t ng, bool one_per_page, bool recs) {
+                    size_t size, size_t n, uint32_t ng, bool one_per_page) {
   s->batch_pending = true;
-  return launch(s, st, bytes, len, true, dptr, size, st.mapped + mmsb_stage_offs_at(len), recs,
-                one_per_page, n, ng);
+  const uint32_t *offs = (const uint32_t *)(st.mapped + mmsb_stage_offs_at(len));
+  return launch(s, st, bytes, len, true, dptr, size, offs, one_per_page ? nullptr : offs + n, ng);
 }
 
 // Apply of an epoch the fill staged (and sent): c_stage_*.
@@ -601,20 +598,12 @@ int apply_staged(Stream *s, Stage &st, void *dptr, size_t size, const uint8_t *b
   if (st.staged != epoch || st.staged_len != len || st.staged_n != n || !one_per_page)
     return mmsb_fail(MMSB_EINVAL, "epoch %llu was not staged", (unsigned long long)epoch);
   st.staged = 0;
-  if (st.staged_inplace) { // the pieces staged offsets or records only
+  if (st.staged_inplace) { // the pieces staged offsets only
     if (in_place(s, pinned, bytes, len))
-      return launch_in_place(s, st, bytes, len, dptr, size, n, (uint32_t)n, true, st.staged_recs);
+      return launch_in_place(s, st, bytes, len, dptr, size, n, (uint32_t)n, true);
     memcpy(st.host, bytes, len); // not aligned for the kernel's reads: staged after all
   }
-  return launch_stage(s, st, st.staged_mapped, dptr, size, len, n, (uint32_t)n, true,
-                      st.staged_recs);
-}
-
-// Whether an epoch of one delta a page read in place gets records
-// (device.h) instead of offsets: when it is sparse, as the lane kernel
-// that reads them needs.
-bool with_records(bool mapped, size_t len, size_t n) {
-  return mapped && mmsb_stage_sparse(len, n);
+  return launch_stage(s, st, st.staged_mapped, dptr, size, len, n, (uint32_t)n, true);
 }
 
 int c_apply(void *p, void *dptr, size_t size, const uint8_t *bytes, size_t len,
@@ -625,19 +614,17 @@ int c_apply(void *p, void *dptr, size_t size, const uint8_t *bytes, size_t len,
   Stage &st = s->stage[epoch & 1];
   if (staged) return apply_staged(s, st, dptr, size, bytes, len, n, one_per_page, epoch, pinned);
   st.staged = 0;
-  // bytes | offs | group starts (one group per page), or bytes | records.
-  // Read in place when small (from the pinned batch itself when it can
-  // be); else copied, the bytes straight from a pinned batch (direct).
+  // bytes | offs | group starts (one group per page).  Read in place when
+  // small (from the pinned batch itself when it can be); else copied, the
+  // bytes straight from a pinned batch (direct).
   size_t olen = mmsb_stage_offs_at(len), most = olen + (2 * n + 1) * sizeof(uint32_t);
-  bool mapped = one_per_page ? read_in_place(len, n, mmsb_stage_need(len, n, false))
+  bool mapped = one_per_page ? read_in_place(len, n, olen + n * sizeof(uint32_t))
                              : most <= zero_copy_max();
-  bool recs = one_per_page && with_records(mapped, len, n);
   bool direct = pinned && !mapped, inplace = mapped && in_place(s, pinned, bytes, len);
-  int rc = stage_reserve(s, st, epoch, recs ? mmsb_stage_need(len, n, true) : most);
+  int rc = stage_reserve(s, st, epoch, most);
   if (rc) return rc;
   uint32_t *offs = (uint32_t *)(st.host + olen);
-  mmsb_parallel_stage(st.host, bytes, direct || inplace ? 0 : len, offs, recs, index, base, n,
-                      threads);
+  mmsb_parallel_stage(st.host, bytes, direct || inplace ? 0 : len, offs, index, base, n, threads);
   uint32_t *group = offs + n, ng = 0;
   uint64_t last = UINT64_MAX;
   for (size_t i = 0; i < n && !one_per_page; i++) { // one page, one group
@@ -648,9 +635,9 @@ int c_apply(void *p, void *dptr, size_t size, const uint8_t *bytes, size_t len,
   }
   if (one_per_page) ng = (uint32_t)n; // groups of one: the kernel needs no group array
   else group[ng] = (uint32_t)n;
-  if (inplace) return launch_in_place(s, st, bytes, len, dptr, size, n, ng, one_per_page, recs);
+  if (inplace) return launch_in_place(s, st, bytes, len, dptr, size, n, ng, one_per_page);
   size_t need = olen + (n + (one_per_page ? 0 : ng + 1)) * sizeof(uint32_t), from = direct ? olen : 0;
-  if (!mapped) { // so offsets, not records
+  if (!mapped) {
     if (direct)
       rc = cuda_err(cudaMemcpyAsync(st.dev, bytes, len, cudaMemcpyHostToDevice, s->s), "send deltas");
     if (!rc)
@@ -659,7 +646,7 @@ int c_apply(void *p, void *dptr, size_t size, const uint8_t *bytes, size_t len,
     st.pending = true; // the copy reads st.host
     s->batch_pending |= direct;
   }
-  return rc ? rc : launch_stage(s, st, mapped, dptr, size, len, n, ng, one_per_page, recs);
+  return rc ? rc : launch_stage(s, st, mapped, dptr, size, len, n, ng, one_per_page);
 }
 
 // Staging during the fill (device.h): the stage of the epoch, laid out as
@@ -669,15 +656,13 @@ int c_stage_begin(void *p, uint64_t epoch, size_t len, size_t n, bool pinned) {
   OnDevice on(s->device);
   Stage &st = s->stage[epoch & 1];
   st.staged = 0;
-  bool mapped = read_in_place(len, n, mmsb_stage_need(len, n, false));
-  bool recs = with_records(mapped, len, n);
-  int rc = stage_reserve(s, st, epoch, mmsb_stage_need(len, n, recs));
+  size_t need = mmsb_stage_offs_at(len) + n * sizeof(uint32_t);
+  int rc = stage_reserve(s, st, epoch, need);
   if (rc) return rc;
   st.staged = epoch;
   st.staged_len = len;
   st.staged_n = n;
-  st.staged_mapped = mapped;
-  st.staged_recs = recs;
+  st.staged_mapped = read_in_place(len, n, need);
   st.staged_direct = pinned && !st.staged_mapped; // pieces: their offsets only
   st.staged_inplace = pinned && st.staged_mapped && s->uva; // so too
   if (!st.staged_mapped) st.pending = true; // the sends will read st.host
@@ -687,10 +672,8 @@ int c_stage_begin(void *p, uint64_t epoch, size_t len, size_t n, bool pinned) {
 void c_stage_piece(void *p, uint64_t epoch, const uint8_t *src, size_t at, size_t len,
                    const size_t *index, size_t base, size_t d, size_t nd) {
   Stage &st = ((Stream *)p)->stage[epoch & 1];
-  size_t each = st.staged_recs ? sizeof(mmsb_stage_rec) : sizeof(uint32_t);
   mmsb_stage_copy(st.host + at, src, st.staged_direct || st.staged_inplace ? 0 : len,
-                  st.host + mmsb_stage_offs_at(st.staged_len) + d * each, st.staged_recs,
-                  src - at, index, base, nd);
+                  (uint32_t *)(st.host + mmsb_stage_offs_at(st.staged_len)) + d, index, base, nd);
 }
 
 int c_stage_send(void *p, uint64_t epoch, const uint8_t *src, size_t at, size_t len, size_t d,

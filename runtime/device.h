@@ -18,46 +18,6 @@ extern "C" {
  * so that the host backend applies what it staged as the kernel reads it. */
 static inline size_t mmsb_stage_offs_at(size_t len) { return (len + 15) & ~(size_t)15; }
 
-/* A sparse epoch's staging, when a kernel reads it over PCIe (and on the
- * host backend, which applies it as that kernel does), has a record of 16
- * bytes a delta where the offsets would be, at mmsb_stage_offs_at(len):
- * - a delta that assigns one aligned 8-byte word: {its byte offset in the
- *   region, the word}, which a lane stores with nothing else read;
- * - any other: {MMSB_STAGE_DELTA | its offset in the bytes, its length}.
- * A 1e-4 epoch of a GiB is ~97% such words.  With offsets, a warp of the
- * kernel read 32 offsets, then its deltas' ~36 bytes each (header, run
- * header, word), two round trips over PCIe; with records it reads 16
- * bytes a delta in one, and the bytes of its other deltas only. */
-typedef struct mmsb_stage_rec {
-  uint64_t at, word;
-} mmsb_stage_rec;
-#define MMSB_STAGE_DELTA ((uint64_t)1 << 63)
-/* Sparse: one delta a page (the caller's to know) and at most
- * MMSB_STAGE_SPARSE_AVG bytes a delta on average. */
-#define MMSB_STAGE_SPARSE_AVG 64
-static inline bool mmsb_stage_sparse(size_t len, size_t n) {
-  return len <= n * MMSB_STAGE_SPARSE_AVG;
-}
-/* Staging bytes: the deltas' len bytes, then n offsets or n records. */
-static inline size_t mmsb_stage_need(size_t len, size_t n, bool recs) {
-  return mmsb_stage_offs_at(len) + n * (recs ? sizeof(mmsb_stage_rec) : sizeof(uint32_t));
-}
-
-/* stage.c.  Writes entries [0, n) of a staging's per-delta array arr:
- * offsets index[i] - base (each below 2^32), or, with recs, the records of
- * the deltas at first + (index[i] - base) (index, arr: at the piece's first
- * delta; first: the epoch's first delta). */
-void mmsb_stage_index(void *arr, bool recs, const uint8_t *first, const size_t *index,
-                      size_t base, size_t n);
-/* Copies len bytes from src to dst, then mmsb_stage_index, on the calling
- * thread... */
-void mmsb_stage_copy(void *dst, const void *src, size_t len, void *arr, bool recs,
-                     const uint8_t *first, const size_t *index, size_t base, size_t n);
-/* ... or on up to `threads` threads of the pool, of an epoch whose deltas
- * start at src (first). */
-void mmsb_parallel_stage(void *dst, const void *src, size_t len, void *arr, bool recs,
-                         const size_t *index, size_t base, size_t n, int threads);
-
 /* Where a buffer's memory comes from (mmsb_buf; NULL: malloc, realloc,
  * free).  The bus's batch takes the CUDA backend's pinned memory once the
  * bus has a CUDA mirror (mirror.c), so the GPU copies deltas straight from

@@ -19,7 +19,6 @@ typedef struct host_stream {
   uint8_t *stage;
   size_t cap_stage, stage_len, stage_n;
   uint64_t stage_epoch;
-  bool stage_recs; /* a record a delta (device.h), as the kernel reads a sparse epoch */
 } host_stream;
 
 static int h_open(int device, void **stream) {
@@ -54,37 +53,40 @@ static int h_copy(void *s, void *dst, const void *src, size_t n) {
   return MMSB_OK;
 }
 
-/* Delta i of an apply: at src + offs[i] or as recs[i] says (staging), or
- * at src + index[i] - base (the batch); and the copy they go to. */
+/* The kernel's work for one delta, done by one "block": whole pages and
+ * runs, assign or accumulate. */
+static void apply_one(uint8_t *base, size_t size, const uint8_t *d) {
+  mmsb_dhdr h;
+  mmsb_dhdr_read(d, &h);
+  uint8_t *pg = base + h.page * MMSB_PAGE_SIZE;
+  uint32_t plen = mmsb_page_len(size, h.page);
+  const uint8_t *b = d + MMSB_DELTA_HDR;
+  if (h.form == MMSB_FORM_PAGE) {
+    mmsb_run_apply_part(pg, 0, b, 0, h.body <= plen ? h.body : plen, 0, 0);
+    return;
+  }
+  for (uint32_t r = 0, at = 0; r < h.nruns; r++) {
+    uint16_t off, len;
+    memcpy(&off, b + at, 2);
+    memcpy(&len, b + at + 2, 2);
+    if (off + (size_t)len <= plen) mmsb_run_apply(pg, off, b + at + 4, len, h.op, h.type);
+    at += 4u + len;
+  }
+}
+
+/* Delta i of an apply: at src + offs[i] (staging), or src + index[i] -
+ * base (the batch); and the copy they go to. */
 typedef struct delta_list {
   const uint8_t *src;
   const uint32_t *offs;
-  const mmsb_stage_rec *recs;
   const size_t *index;
   size_t base;
   uint8_t *dptr;
   size_t size, n;
 } delta_list;
 
-static bool is_word(const delta_list *l, size_t i) {
-  return l->recs && !(l->recs[i].at & MMSB_STAGE_DELTA);
-}
-
 static const uint8_t *delta_at(const delta_list *l, size_t i) {
-  if (l->recs) return l->src + (l->recs[i].at & ~MMSB_STAGE_DELTA);
   return l->src + (l->offs ? l->offs[i] : l->index[i] - l->base);
-}
-
-/* Where in the copy delta i writes first: its word's place, its first
- * run's, or its page's start. */
-static size_t first_write(const delta_list *l, size_t i) {
-  if (is_word(l, i)) return l->recs[i].at;
-  const uint8_t *d = delta_at(l, i);
-  mmsb_dhdr h;
-  mmsb_dhdr_read(d, &h);
-  uint16_t off = 0;
-  if (h.form != MMSB_FORM_PAGE) memcpy(&off, d + MMSB_DELTA_HDR, 2);
-  return h.page * MMSB_PAGE_SIZE + off;
 }
 
 /* Applies deltas [i0, i1) in order, each one's first written line fetched
@@ -95,11 +97,15 @@ enum { AHEAD = 16 };
 static void apply_range(const delta_list *l, size_t i0, size_t i1) {
   for (size_t i = i0; i < i1; i++) {
     if (i + AHEAD < i1) {
-      size_t at = first_write(l, i + AHEAD);
+      const uint8_t *d = delta_at(l, i + AHEAD);
+      mmsb_dhdr h;
+      mmsb_dhdr_read(d, &h);
+      uint16_t off = 0; /* its first run's, or the page's start */
+      if (h.form != MMSB_FORM_PAGE) memcpy(&off, d + MMSB_DELTA_HDR, 2);
+      size_t at = h.page * MMSB_PAGE_SIZE + off;
       if (at < l->size) __builtin_prefetch(l->dptr + at, 1);
     }
-    if (!is_word(l, i)) mmsb_delta_apply_encoded(l->dptr, l->size, delta_at(l, i));
-    else if (l->recs[i].at + 8 <= l->size) memcpy(l->dptr + l->recs[i].at, &l->recs[i].word, 8);
+    apply_one(l->dptr, l->size, delta_at(l, i));
   }
 }
 
@@ -121,22 +127,21 @@ static void apply_list(const delta_list *l, bool one_per_page, int threads) {
   else mmsb_pool_run((int)parts, threads, apply_part, (void *)l);
 }
 
-/* A staged epoch is applied from the staging, through its offsets or
- * records, as the CUDA kernels read it: CI tests what the threads staged. */
+/* A staged epoch is applied from the staging, through its offsets, as the
+ * CUDA kernel reads it: CI tests what the threads staged. */
 static int h_apply(void *s, void *dptr, size_t size, const uint8_t *bytes, size_t len,
                    const size_t *index, size_t base, size_t n, bool one_per_page,
                    uint64_t epoch, int threads, bool staged, bool pinned) {
   host_stream *h = s;
   (void)pinned;
   if (staged && h->stage_epoch == epoch && h->stage_len == len && h->stage_n == n) {
-    const uint8_t *arr = h->stage + mmsb_stage_offs_at(len);
-    delta_list l = {h->stage, h->stage_recs ? NULL : (const uint32_t *)arr,
-                    h->stage_recs ? (const mmsb_stage_rec *)arr : NULL, NULL, 0, dptr, size, n};
+    delta_list l = {h->stage, (const uint32_t *)(h->stage + mmsb_stage_offs_at(len)), NULL, 0,
+                    dptr, size, n};
     apply_list(&l, one_per_page, threads);
     return MMSB_OK;
   }
   if (staged) return mmsb_fail(MMSB_EINVAL, "epoch %llu was not staged", (unsigned long long)epoch);
-  delta_list l = {bytes, NULL, NULL, index, base, dptr, size, n};
+  delta_list l = {bytes, NULL, index, base, dptr, size, n};
   apply_list(&l, one_per_page, threads);
   return MMSB_OK;
 }
@@ -144,15 +149,13 @@ static int h_apply(void *s, void *dptr, size_t size, const uint8_t *bytes, size_
 static int h_stage_begin(void *s, uint64_t epoch, size_t len, size_t n, bool pinned) {
   host_stream *h = s;
   (void)pinned;
-  bool recs = mmsb_stage_sparse(len, n);
-  size_t need = mmsb_stage_need(len, n, recs);
+  size_t need = mmsb_stage_offs_at(len) + n * sizeof(uint32_t);
   uint8_t *t = mmsb_grow(h->stage, &h->cap_stage, need, 1);
   if (!t) return mmsb_fail(MMSB_ENOMEM, "host staging of %zu bytes", need);
   h->stage = t;
   h->stage_epoch = epoch;
   h->stage_len = len;
   h->stage_n = n;
-  h->stage_recs = recs;
   return MMSB_OK;
 }
 
@@ -160,10 +163,8 @@ static void h_stage_piece(void *s, uint64_t epoch, const uint8_t *src, size_t at
                           const size_t *index, size_t base, size_t d, size_t nd) {
   host_stream *h = s;
   (void)epoch;
-  uint8_t *arr = h->stage + mmsb_stage_offs_at(h->stage_len);
-  size_t each = h->stage_recs ? sizeof(mmsb_stage_rec) : sizeof(uint32_t);
-  mmsb_stage_copy(h->stage + at, src, len, arr + d * each, h->stage_recs, src - at, index, base,
-                  nd);
+  uint32_t *offs = (uint32_t *)(h->stage + mmsb_stage_offs_at(h->stage_len));
+  mmsb_stage_copy(h->stage + at, src, len, offs + d, index, base, nd);
 }
 
 static int h_stage_send(void *s, uint64_t epoch, const uint8_t *src, size_t at, size_t len,

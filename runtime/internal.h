@@ -50,6 +50,13 @@ static inline void mmsb_part_range(size_t n, int part, int nparts, size_t *lo, s
 }
 /* Online CPUs, at most 16: the default of commit_threads. */
 int mmsb_default_threads(void);
+/* Copies len bytes from src to dst and sets offs[i] = index[i] - base for
+ * i < n (each below 2^32): staging for a GPU, on the calling thread... */
+void mmsb_stage_copy(void *dst, const void *src, size_t len, uint32_t *offs, const size_t *index,
+                     size_t base, size_t n);
+/* ... or on up to `threads` threads of the pool. */
+void mmsb_parallel_stage(void *dst, const void *src, size_t len, uint32_t *offs,
+                         const size_t *index, size_t base, size_t n, int threads);
 
 /* ---- nameidx.c: name -> object (the object holds its name at name_off) ---- */
 typedef struct mmsb_nameidx {
@@ -340,10 +347,9 @@ void mmsb_trace_logs_steps(mmsb_bus *bus, const mmsb_batch *b, uint64_t t0, uint
 int mmsb_collect_tiny(mmsb_bus *bus, mmsb_batch *b, const mmsb_log_seg *segs, size_t nsegs,
                       size_t n, uintptr_t lo, uintptr_t hi);
 /* Counts for the tests, that the ways they test were taken: epochs the
- * one-thread way collected (collect_tiny.c), mirror applies that only
- * launched what the fill had staged (mirror.c), and deltas staged as one
- * word's record (stage.c).  Relaxed; never reset. */
-extern _Atomic uint64_t mmsb_tiny_epochs, mmsb_staged_applies, mmsb_staged_words;
+ * one-thread way collected (collect_tiny.c), and mirror applies that only
+ * launched what the fill had staged (mirror.c).  Relaxed; never reset. */
+extern _Atomic uint64_t mmsb_tiny_epochs, mmsb_staged_applies;
 /* The same for the CUDA backend's apply kernels of a lane a delta
  * (cuda/backend.cu): launches of either, and of the one that reads host
  * memory.  Plain integers, defined in mirror.c so that builds without CUDA

@@ -11,9 +11,6 @@
 #ifndef MMSB_PAGE_APPLY_H
 #define MMSB_PAGE_APPLY_H
 
-#include "format.h"
-
-#include <stddef.h>
 #include <stdint.h>
 #include <string.h>
 
@@ -178,28 +175,6 @@ MMSB_HD void mmsb_run_apply(uint8_t *page, uint32_t off, const uint8_t *bytes, u
   if (op == 0 && !((uintptr_t)(page + off) & 7) && !((uintptr_t)bytes & 3))
     for (; i + 8 <= len; i += 8) mmsb_store8_a8(page + off + i, mmsb_load8_a4(bytes + i));
   mmsb_run_apply_part(page, off, bytes, i, len, op, type);
-}
-
-/* Applies one whole delta d (header and body, trusted) to the copy at base
- * of a region of `size` bytes, on one thread: the host backend's apply,
- * and a GPU lane's for a short delta it holds. */
-MMSB_HD void mmsb_delta_apply_encoded(uint8_t *base, size_t size, const uint8_t *d) {
-  mmsb_dhdr h;
-  mmsb_dhdr_read(d, &h);
-  uint8_t *pg = base + h.page * 4096;
-  uint32_t plen = mmsb_page_len(size, h.page);
-  const uint8_t *b = d + MMSB_DELTA_HDR;
-  if (h.form == MMSB_FORM_PAGE) {
-    mmsb_run_apply_part(pg, 0, b, 0, h.body <= plen ? h.body : plen, 0, 0);
-    return;
-  }
-  for (uint32_t r = 0, at = 0; r < h.nruns; r++) {
-    uint16_t off, len;
-    memcpy(&off, b + at, 2);
-    memcpy(&len, b + at + 2, 2);
-    if (off + (size_t)len <= plen) mmsb_run_apply(pg, off, b + at + 4, len, h.op, h.type);
-    at += 4u + len;
-  }
 }
 
 #endif
