@@ -19,8 +19,8 @@ static void parse_sync(mmsb_config *c, const char *v) {
     c->sync = MMSB_SYNC_GROUP;
     c->group_ms = (unsigned)ms;
   } else {
-    fprintf(stderr, "mmsb: MMSB_SYNC='%s' is not none, commit, group or group:MS "
-            "(MS from 1 to 3600000); using commit\n", v);
+    mmsb_env_complain("MMSB_SYNC", v, "is not none, commit, group or group:MS (MS from 1 to "
+                      "3600000); using commit");
   }
 }
 

@@ -358,10 +358,15 @@ extern uint64_t mmsb_lane_launches, mmsb_lane_mapped_launches;
 /* env.c: the number in environment variable `name` ([-]DIGITS, then
  * optionally K, M or G: times 1024^1..3) into *out when it is set and lies
  * in [min, max]; false when unset or empty, and false with a line on
- * stderr when set to anything else (the caller keeps its default).
+ * stderr (mmsb_env_complain) when set to anything else (the caller keeps
+ * its default).
  * mmsb_parse_number: the same for a string, silently. */
 bool mmsb_env_number(const char *name, long long min, long long max, long long *out);
 bool mmsb_parse_number(const char *v, long long min, long long max, long long *out);
+/* The line on stderr for setting `name` (static storage) set to `value`,
+ * "mmsb: NAME='VALUE' " then fmt: once per process for each value. */
+void mmsb_env_complain(const char *name, const char *value, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
 /* sort_entries.c: sorts log entries e[0..n) by granule counted from base
  * (keys below 2^bits), through tmp (n entries). */
 void mmsb_sort_entries(uint64_t *e, uint64_t *tmp, size_t n, uintptr_t base, unsigned bits);

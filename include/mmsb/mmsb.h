@@ -101,7 +101,9 @@ typedef struct mmsb_config {
                              functions use at most `threads` threads. */
 } mmsb_config;
 
-/* Fills defaults, then applies the MMSB_* environment variables. */
+/* Fills defaults, then applies the MMSB_* environment variables.  A value
+ * that is not valid for its setting leaves the default, and is named on
+ * stderr once a process for each value (README, "Using it"). */
 void mmsb_config_init(mmsb_config *cfg);
 /* Opens a bus; recovers cfg->dir when it holds a log.  cfg NULL: defaults. */
 int mmsb_bus_open(const mmsb_config *cfg, mmsb_bus **out);

@@ -155,6 +155,50 @@ static void test_config(void) {
   CHECK(c.sync == MMSB_SYNC_COMMIT && c.verify == 0 && c.device == -1 && c.threads == 1);
 }
 
+/* Runs fn with stderr going to a temporary file; returns the lines it
+ * wrote there. */
+static int stderr_lines(void (*fn)(void)) {
+  fflush(stderr);
+  int saved = dup(2);
+  FILE *t = tmpfile();
+  CHECK(saved >= 0 && t != NULL);
+  if (saved < 0 || !t) return -1;
+  dup2(fileno(t), 2);
+  fn();
+  fflush(stderr);
+  dup2(saved, 2);
+  close(saved);
+  rewind(t);
+  int lines = 0, ch;
+  while ((ch = fgetc(t)) != EOF) lines += ch == '\n';
+  fclose(t);
+  return lines;
+}
+
+static void config_once(void) {
+  mmsb_config c;
+  mmsb_config_init(&c);
+  CHECK(c.sync == MMSB_SYNC_COMMIT && c.device == -1 && c.threads == 1);
+}
+
+/* A bad setting is named once for each value, however many buses are
+ * configured. */
+static void test_complaints(void) {
+  setenv("MMSB_SYNC", "group:xyz", 1);
+  setenv("MMSB_DEVICE", "gpu2", 1);
+  setenv("MMSB_THREADS", "3K", 1);
+  setenv("MMSB_COMMIT_THREADS", "nine", 1);
+  CHECK(stderr_lines(config_once) == 4);
+  CHECK(stderr_lines(config_once) == 0);
+  setenv("MMSB_DEVICE", "gpu3", 1);
+  CHECK(stderr_lines(config_once) == 1);
+  CHECK(stderr_lines(config_once) == 0);
+  unsetenv("MMSB_SYNC");
+  unsetenv("MMSB_DEVICE");
+  unsetenv("MMSB_THREADS");
+  unsetenv("MMSB_COMMIT_THREADS");
+}
+
 /* The numbers of MMSB_* settings (env.c). */
 static void test_numbers(void) {
   static const struct { const char *v; bool ok; long long n; } cases[] = {
@@ -181,6 +225,7 @@ int main(void) {
   test_shared(bus);
   test_config();
   test_numbers();
+  test_complaints();
   mmsb_epoch_t e0 = mmsb_epoch(bus), e1;
   CHECK_OK(mmsb_commit(bus, &e1));
   CHECK(e1 == e0 + 1 && mmsb_epoch(bus) == e1);
