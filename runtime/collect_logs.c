@@ -230,6 +230,37 @@ static inline bool alone(const lcol *c, const unit *u, size_t i, uintptr_t r0, s
   return i + 1 == u->r1 || (c->runs[i + 1].g0 - r0) / GRANS_PER_PAGE > pg;
 }
 
+/* Writes the deltas of unit u's runs from run i on that are each one or
+ * two granules alone in a whole page of the region, up to the first that
+ * is not, and returns its index (i when run i is not): each as
+ * mmsb_out_one_run writes it, in a loop of mmsb_put_lone, the bytes
+ * through the copy queue (a 1e-3 epoch's lines are no longer cached).
+ * Most pages of a sparse epoch hold one store. */
+static size_t lone_runs(const lcol *c, const unit *u, delta_out *k, size_t i) {
+  const mmsb_region *r = u->r;
+  const grun *rs = c->runs;
+  uintptr_t r0 = (uintptr_t)r->data >> GRAN_SHIFT;
+  uintptr_t whole = r0 + r->size / MMSB_PAGE_SIZE * GRANS_PER_PAGE; /* the short page's start */
+  uint8_t *o = k->out + k->at, *o0 = o;
+  size_t *ix = k->index + k->d, *ix0 = ix, at0 = k->base + k->at;
+  for (; i < u->r1; i++) {
+    uintptr_t g0 = rs[i].g0, g1 = rs[i].g1;
+    if (g0 < r0 || g1 > whole || g1 - g0 > 2) break;
+    size_t pg = (g0 - r0) / GRANS_PER_PAGE;
+    if ((g1 - 1 - r0) / GRANS_PER_PAGE != pg ||
+        (i + 1 < u->r1 && (rs[i + 1].g0 - r0) / GRANS_PER_PAGE == pg))
+      break; /* across pages, or not alone in its page */
+    uint32_t off = (uint32_t)((g0 - r0) % GRANS_PER_PAGE) * MMSB_GRANULE;
+    *ix++ = at0 + (size_t)(o - o0);
+    o += mmsb_put_lone(o, r->id, pg, off, (uint32_t)(g1 - g0) * MMSB_GRANULE,
+                       r->data + (g0 - r0) * MMSB_GRANULE, k->q);
+  }
+  k->at += (size_t)(o - o0);
+  k->d += (size_t)(ix - ix0);
+  k->q->runs += (size_t)(ix - ix0);
+  return i;
+}
+
 /* Sizes (k NULL: adds to *bytes and *deltas) or writes (k) the deltas of
  * unit u: its runs, clipped to its region and cut at pages, give each
  * page's runs, as the granule bits do in the bitmap path.  Sizing sums a
@@ -243,6 +274,11 @@ static size_t unit_pages(lcol *c, const unit *u, delta_out *k, size_t *bytes, si
   page_runs pr;
   pr.n = 0;
   for (size_t i = u->r0; i < u->r1; i++) {
+    if (k && page == SIZE_MAX) { /* no page open: pages of one run go at once */
+      size_t j = lone_runs(c, u, k, i);
+      if (j == u->r1) break;
+      i = j;
+    }
     uintptr_t a = (c->runs[i].g0 > r0 ? c->runs[i].g0 : r0) - r0;
     uintptr_t e = (c->runs[i].g1 < r1 ? c->runs[i].g1 : r1) - r0;
     covered += e - a;

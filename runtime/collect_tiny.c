@@ -130,13 +130,8 @@ static size_t out_lone_pages(delta_out *k, const mmsb_region *r, const uint64_t 
     uint32_t off = (uint32_t)(a & (MMSB_PAGE_SIZE - 1) & ~(uintptr_t)(MMSB_GRANULE - 1));
     uint32_t len = (uint32_t)(g1 - g0) * MMSB_GRANULE;
     const uint8_t *src = r->data + ((a - data) & ~(uintptr_t)(MMSB_GRANULE - 1));
-    mmsb_delta_write_header(o, id, (a - data) >> PAGE_SHIFT, MMSB_OP_ASSIGN, MMSB_T_BYTES, 0, 1,
-                            MMSB_RUN_HDR + len);
-    mmsb_run_write_header(o + MMSB_DELTA_HDR, (uint16_t)off, (uint16_t)len);
-    memcpy(o + MMSB_DELTA_HDR + MMSB_RUN_HDR, src, 8);
-    if (len > 8) memcpy(o + MMSB_DELTA_HDR + MMSB_RUN_HDR + 8, src + 8, 8);
     *ix++ = at0 + (size_t)(o - o0);
-    o += MMSB_DELTA_HDR + MMSB_RUN_HDR + len;
+    o += mmsb_put_lone(o, id, (a - data) >> PAGE_SHIFT, off, len, src, NULL);
   }
   k->at += (size_t)(o - o0);
   k->d += (size_t)(ix - ix0);

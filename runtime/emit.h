@@ -141,4 +141,25 @@ static inline bool mmsb_out_one_run(delta_out *k, const mmsb_region *r, size_t p
   k->at += mmsb_emit_runs(k->out + k->at, r, pg, &one, MMSB_RUN_HDR + one.len[0], k->q);
   return true;
 }
+/* Writes at o the delta of region page `page` whose one run is len bytes
+ * (8 or 16) at page offset off, from src, and returns its length: what
+ * mmsb_out_one_run writes for it, without the run list and the plan.  Its
+ * bytes are copied now (q NULL: their lines are cached, as a small epoch's
+ * are just after its stores) or queued on q.  Most pages of a sparse epoch
+ * hold one store; their deltas are written by a loop of these
+ * (out_lone_pages in collect_tiny.c, lone_runs in collect_logs.c). */
+static inline size_t mmsb_put_lone(uint8_t *o, uint32_t id, size_t page, uint32_t off,
+                                   uint32_t len, const uint8_t *src, copy_q *q) {
+  mmsb_delta_write_header(o, id, page, MMSB_OP_ASSIGN, MMSB_T_BYTES, 0, 1, MMSB_RUN_HDR + len);
+  mmsb_run_write_header(o + MMSB_DELTA_HDR, (uint16_t)off, (uint16_t)len);
+  uint8_t *w = o + MMSB_DELTA_HDR + MMSB_RUN_HDR;
+  if (q) {
+    if (q->n == COPY_MAX) mmsb_copy_flush(q);
+    mmsb_copy_push(q, w, src, len);
+  } else {
+    memcpy(w, src, 8);
+    if (len > 8) memcpy(w + 8, src + 8, 8);
+  }
+  return MMSB_DELTA_HDR + MMSB_RUN_HDR + len;
+}
 #endif
