@@ -44,7 +44,10 @@ def text_passes(path):
 
 def json_pass(path):
     cur = {}
-    for x in json.load(open(path))["results"]:
+    doc = json.load(open(path))
+    if not isinstance(doc, dict):  # a trace (MMSB_TRACE), not gpu_sync --json
+        return []
+    for x in doc["results"]:
         m = re.match(r"1GiB frac=(\S+)$", x["case"])
         if m:
             cur[m.group(1)] = {k: str(v) for k, v in x.items()}
