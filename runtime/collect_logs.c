@@ -240,7 +240,7 @@ static size_t lone_runs(const lcol *c, const unit *u, delta_out *k, size_t i) {
   const mmsb_region *r = u->r;
   const grun *rs = c->runs;
   uintptr_t r0 = (uintptr_t)r->data >> GRAN_SHIFT;
-  uintptr_t whole = r0 + r->size / MMSB_PAGE_SIZE * GRANS_PER_PAGE; /* the short page's start */
+  uintptr_t whole = r0 + r->size / MMSB_PAGE_SIZE * GRANS_PER_PAGE; /* a short last page's start */
   uint8_t *o = k->out + k->at, *o0 = o;
   size_t *ix = k->index + k->d, *ix0 = ix, at0 = k->base + k->at;
   for (; i < u->r1; i++) {

@@ -141,6 +141,7 @@ static inline bool mmsb_out_one_run(delta_out *k, const mmsb_region *r, size_t p
   k->at += mmsb_emit_runs(k->out + k->at, r, pg, &one, MMSB_RUN_HDR + one.len[0], k->q);
   return true;
 }
+
 /* Writes at o the delta of region page `page` whose one run is len bytes
  * (8 or 16) at page offset off, from src, and returns its length: what
  * mmsb_out_one_run writes for it, without the run list and the plan.  Its

@@ -4,9 +4,10 @@
  * Every numeric setting is read through mmsb_env_number: a decimal number,
  * optionally followed by K, M or G (times 1024, 1024^2, 1024^3), within the
  * setting's range.  A value that is set but is not such a number is named
- * on stderr (once for each value) and the default stays.  Read with atoi or strtoull, a mistyped
- * setting turned silently into another one: MMSB_ZERO_COPY=1M into one byte
- * (every epoch copied), MMSB_COMMIT_THREADS=eight into one thread.
+ * on stderr (once for each value) and the default stays.  Read with atoi
+ * or strtoull, a mistyped setting turned silently into another one:
+ * MMSB_ZERO_COPY=1M into one byte (every epoch copied),
+ * MMSB_COMMIT_THREADS=eight into one thread.
  */
 #include "internal.h"
 
@@ -47,7 +48,8 @@ static pthread_mutex_t warned_lock = PTHREAD_MUTEX_INITIALIZER;
 
 /* Whether name=value was not complained of yet (and now counts as
  * complained of); a value longer than WARNED_VALUE - 1 bytes is told
- * apart by its first WARNED_VALUE - 1. */
+ * apart by its first WARNED_VALUE - 1.  Past WARNED_MAX pairs, a new one
+ * is named each time: a program with that many bad settings hears of it. */
 static bool first_time(const char *name, const char *value) {
   bool first = true;
   pthread_mutex_lock(&warned_lock);
