@@ -233,7 +233,7 @@ static inline bool alone(const lcol *c, const unit *u, size_t i, uintptr_t r0, s
 /* Writes the deltas of unit u's runs from run i on that are each one or
  * two granules alone in a whole page of the region, up to the first that
  * is not, and returns its index (i when run i is not): each as
- * mmsb_out_one_run writes it, in a loop of mmsb_put_lone, the bytes
+ * mmsb_out_one_run writes it, in a loop of mmsb_lone_put, the bytes
  * through the copy queue (a 1e-3 epoch's lines are no longer cached).
  * Most pages of a sparse epoch hold one store. */
 static size_t lone_runs(const lcol *c, const unit *u, delta_out *k, size_t i) {
@@ -241,8 +241,7 @@ static size_t lone_runs(const lcol *c, const unit *u, delta_out *k, size_t i) {
   const grun *rs = c->runs;
   uintptr_t r0 = (uintptr_t)r->data >> GRAN_SHIFT;
   uintptr_t whole = r0 + r->size / MMSB_PAGE_SIZE * GRANS_PER_PAGE; /* a short last page's start */
-  uint8_t *o = k->out + k->at, *o0 = o;
-  size_t *ix = k->index + k->d, *ix0 = ix, at0 = k->base + k->at;
+  lone_cursor cur = mmsb_lone_begin(k);
   for (; i < u->r1; i++) {
     uintptr_t g0 = rs[i].g0, g1 = rs[i].g1;
     if (g0 < r0 || g1 > whole || g1 - g0 > 2) break;
@@ -251,13 +250,10 @@ static size_t lone_runs(const lcol *c, const unit *u, delta_out *k, size_t i) {
         (i + 1 < u->r1 && (rs[i + 1].g0 - r0) / GRANS_PER_PAGE == pg))
       break; /* across pages, or not alone in its page */
     uint32_t off = (uint32_t)((g0 - r0) % GRANS_PER_PAGE) * MMSB_GRANULE;
-    *ix++ = at0 + (size_t)(o - o0);
-    o += mmsb_put_lone(o, r->id, pg, off, (uint32_t)(g1 - g0) * MMSB_GRANULE,
-                       r->data + (g0 - r0) * MMSB_GRANULE, k->q);
+    mmsb_lone_put(&cur, r->id, pg, off, (uint32_t)(g1 - g0) * MMSB_GRANULE,
+                  r->data + (g0 - r0) * MMSB_GRANULE, k->q);
   }
-  k->at += (size_t)(o - o0);
-  k->d += (size_t)(ix - ix0);
-  k->q->runs += (size_t)(ix - ix0);
+  mmsb_lone_end(k, &cur);
   return i;
 }
 

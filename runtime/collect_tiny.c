@@ -116,9 +116,7 @@ enum { PREFETCH_AHEAD = 16 };
 static size_t out_lone_pages(delta_out *k, const mmsb_region *r, const uint64_t *e, size_t i,
                              size_t m) {
   uintptr_t data = (uintptr_t)r->data, whole_end = data + (r->size & ~(size_t)(MMSB_PAGE_SIZE - 1));
-  uint8_t *o = k->out + k->at, *o0 = o;
-  size_t *ix = k->index + k->d, *ix0 = ix, at0 = k->base + k->at;
-  uint32_t id = r->id;
+  lone_cursor c = mmsb_lone_begin(k);
   for (; i < m; i++) {
     if (i + PREFETCH_AHEAD < m)
       __builtin_prefetch((const void *)mmsb_log_entry_addr(e[i + PREFETCH_AHEAD]));
@@ -128,14 +126,11 @@ static size_t out_lone_pages(delta_out *k, const mmsb_region *r, const uint64_t 
         (i + 1 < m && mmsb_log_entry_addr(e[i + 1]) >> PAGE_SHIFT == a >> PAGE_SHIFT))
       break;
     uint32_t off = (uint32_t)(a & (MMSB_PAGE_SIZE - 1) & ~(uintptr_t)(MMSB_GRANULE - 1));
-    uint32_t len = (uint32_t)(g1 - g0) * MMSB_GRANULE;
     const uint8_t *src = r->data + ((a - data) & ~(uintptr_t)(MMSB_GRANULE - 1));
-    *ix++ = at0 + (size_t)(o - o0);
-    o += mmsb_put_lone(o, id, (a - data) >> PAGE_SHIFT, off, len, src, NULL);
+    mmsb_lone_put(&c, r->id, (a - data) >> PAGE_SHIFT, off, (uint32_t)(g1 - g0) * MMSB_GRANULE,
+                  src, NULL);
   }
-  k->at += (size_t)(o - o0);
-  k->d += (size_t)(ix - ix0);
-  k->q->runs += (size_t)(ix - ix0);
+  mmsb_lone_end(k, &c);
   return i;
 }
 

@@ -128,8 +128,9 @@ static inline void mmsb_out_page(delta_out *k, const mmsb_region *r, size_t page
  * nothing written, else (its runs then go through mmsb_out_page).  Most
  * pages of a sparse epoch have one run: this skips listing and planning
  * runs (a one-thread 1e-5 fill, collect_tiny.c: 12.4 -> 10.1 us on the CPU
- * machine, when that way still wrote its pages of one store through here;
- * it now writes those itself, out_lone_pages, and this the rest). */
+ * machine, when that way still wrote its pages of one store through here).
+ * Both ways now write pages of one run of one or two granules with
+ * mmsb_lone_put, and this the other pages of one run. */
 static inline bool mmsb_out_one_run(delta_out *k, const mmsb_region *r, size_t pg, uintptr_t g0,
                                     uintptr_t g1, size_t plen) {
   page_runs one; /* only its first run is written and read */
@@ -142,15 +143,30 @@ static inline bool mmsb_out_one_run(delta_out *k, const mmsb_region *r, size_t p
   return true;
 }
 
-/* Writes at o the delta of region page `page` whose one run is len bytes
- * (8 or 16) at page offset off, from src, and returns its length: what
- * mmsb_out_one_run writes for it, without the run list and the plan.  Its
- * bytes are copied now (q NULL: their lines are cached, as a small epoch's
- * are just after its stores) or queued on q.  Most pages of a sparse epoch
- * hold one store; their deltas are written by a loop of these
- * (out_lone_pages in collect_tiny.c, lone_runs in collect_logs.c). */
-static inline size_t mmsb_put_lone(uint8_t *o, uint32_t id, size_t page, uint32_t off,
-                                   uint32_t len, const uint8_t *src, copy_q *q) {
+/* Pages of one store, written one after the other: most pages of a sparse
+ * epoch hold one store, and both ways of collecting from the logs write
+ * those in a loop of their own (out_lone_pages in collect_tiny.c,
+ * lone_runs in collect_logs.c), without the run list and the plan.  The
+ * cursor lives in the loop's registers, not in k: stores into the batch's
+ * bytes could alias k's fields, so the compiler would reload them. */
+typedef struct lone_cursor {
+  uint8_t *o, *o0;    /* where the next delta goes; where the loop began */
+  size_t *ix, *ix0, at0; /* the same in the index; o0's offset in the batch */
+} lone_cursor;
+
+static inline lone_cursor mmsb_lone_begin(const delta_out *k) {
+  return (lone_cursor){k->out + k->at, k->out + k->at, k->index + k->d, k->index + k->d,
+                       k->base + k->at};
+}
+
+/* Writes the delta of region page `page` whose one run is len bytes (8 or
+ * 16) at page offset off, from src: what mmsb_out_one_run writes for it.
+ * Its bytes are copied now (q NULL: their lines are cached, as a small
+ * epoch's are just after its stores) or queued on q. */
+static inline void mmsb_lone_put(lone_cursor *c, uint32_t id, size_t page, uint32_t off,
+                                 uint32_t len, const uint8_t *src, copy_q *q) {
+  uint8_t *o = c->o;
+  *c->ix++ = c->at0 + (size_t)(o - c->o0);
   mmsb_delta_write_header(o, id, page, MMSB_OP_ASSIGN, MMSB_T_BYTES, 0, 1, MMSB_RUN_HDR + len);
   mmsb_run_write_header(o + MMSB_DELTA_HDR, (uint16_t)off, (uint16_t)len);
   uint8_t *w = o + MMSB_DELTA_HDR + MMSB_RUN_HDR;
@@ -161,6 +177,14 @@ static inline size_t mmsb_put_lone(uint8_t *o, uint32_t id, size_t page, uint32_
     memcpy(w, src, 8);
     if (len > 8) memcpy(w + 8, src + 8, 8);
   }
-  return MMSB_DELTA_HDR + MMSB_RUN_HDR + len;
+  c->o = w + len;
+}
+
+/* Hands the cursor's deltas over to k (its runs counted too). */
+static inline void mmsb_lone_end(delta_out *k, const lone_cursor *c) {
+  size_t n = (size_t)(c->ix - c->ix0);
+  k->at += (size_t)(c->o - c->o0);
+  k->d += n;
+  k->q->runs += n;
 }
 #endif
