@@ -42,6 +42,7 @@
 
 #include <cub/device/device_scan.cuh>
 #include <cuda_runtime.h>
+#include <new>
 #include <stdlib.h>
 #include <string.h>
 
@@ -108,8 +109,14 @@ struct OnDevice {
   ~OnDevice() { restore_device(prev); }
 };
 
+// A CUDA failure as a status.  The runtime also keeps a failure as the
+// thread's "last error" until cudaGetLastError reads it, and the apply and
+// diff launches are checked with cudaGetLastError: a mirror that could not
+// get its memory made the next commit's apply on the same thread fail with
+// that out-of-memory.  So the error is read here, once it is reported.
 int cuda_err(cudaError_t e, const char *what) {
   if (e == cudaSuccess) return MMSB_OK;
+  cudaGetLastError();
   return mmsb_fail(e == cudaErrorMemoryAllocation ? MMSB_ENOMEM : MMSB_ENODEV, "CUDA %s: %s", what,
                    cudaGetErrorString(e));
 }
@@ -401,13 +408,25 @@ bool read_in_place(size_t len, size_t n, size_t need) {
   return need <= zc || (len <= n * LANE_AVG && need / 4 < zc);
 }
 
-int c_open(int device, void **out) {
+// How many CUDA devices the process can use (0 without a driver or GPU).
+int c_devices(void) {
   int n = 0;
-  if (cudaGetDeviceCount(&n) != cudaSuccess || n == 0)
-    return mmsb_fail(MMSB_ENODEV, "no CUDA device");
-  if (device < 0 || device >= n) return mmsb_fail(MMSB_ENODEV, "CUDA device %d of %d", device, n);
+  if (cudaGetDeviceCount(&n) != cudaSuccess) {
+    cudaGetLastError(); // no driver: not an error of the calls that follow
+    return 0;
+  }
+  return n;
+}
+
+void c_close(void *p);
+
+int c_open(int device, void **out) {
+  int n = c_devices();
+  if (device < 0 || device >= n)
+    return mmsb_fail(MMSB_ENODEV, "CUDA device %d: the machine has %d", device, n);
   OnDevice on(device);
-  Stream *s = new Stream();
+  Stream *s = new (std::nothrow) Stream();
+  if (!s) return mmsb_fail(MMSB_ENOMEM, "mirror stream");
   s->device = device;
   int rc = cuda_err(cudaStreamCreateWithFlags(&s->s, cudaStreamNonBlocking), "stream");
   int uva = 0;
@@ -416,7 +435,7 @@ int c_open(int device, void **out) {
   if (!rc) rc = cuda_err(cudaMalloc(&s->totals, 2 * sizeof(uint64_t)), "malloc");
   if (!rc) rc = cuda_err(cudaHostAlloc(&s->htotals, 2 * sizeof(uint64_t), cudaHostAllocDefault), "pinned");
   if (rc) {
-    delete s;
+    c_close(s); // what was made before the failure
     return rc;
   }
   *out = s;
@@ -427,7 +446,7 @@ void c_close(void *p) {
   Stream *s = (Stream *)p;
   if (!s) return;
   OnDevice on(s->device);
-  cudaStreamSynchronize(s->s);
+  if (s->s) cudaStreamSynchronize(s->s);
   for (auto &st : s->stage) {
     cudaFreeHost(st.host);
     cudaFree(st.dev);
@@ -440,7 +459,8 @@ void c_close(void *p) {
   cudaFreeHost(s->htotals);
   cudaFreeHost(s->hpages);
   cudaFreeHost(s->hdata);
-  cudaStreamDestroy(s->s);
+  if (s->s) cudaStreamDestroy(s->s);
+  cudaGetLastError(); // a broken device's failures here are not the next call's
   delete s;
 }
 
@@ -779,7 +799,7 @@ const mmsb_dev_ops ops = {"cuda",        c_open,        c_close,     c_alloc,  c
                           c_upload,      c_download,    c_copy,      c_apply,  c_wait,
                           c_diff,        c_native,      c_enter,     restore_device,
                           c_stage_begin, c_stage_piece, c_stage_send, &pinned_mem,
-                          c_settle};
+                          c_settle,      c_devices};
 
 } // namespace
 

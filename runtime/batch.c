@@ -51,7 +51,11 @@ int mmsb_buf_reserve(mmsb_buf *b, size_t extra) {
   if (b->len + extra <= b->cap) return MMSB_OK;
   size_t cap = b->cap ? b->cap : 4096;
   while (cap < b->len + extra) cap *= 2;
-  return move_to(b, b->mem, cap) ? MMSB_OK : mmsb_fail(MMSB_ENOMEM, "buffer of %zu bytes", cap);
+  /* When b's memory has none left (pinned memory runs out, or the device
+   * that gives it failed), malloc's does: a batch need not be pinned (its
+   * mirrors then stage from it), and the commit goes on. */
+  if (move_to(b, b->mem, cap) || (b->mem && move_to(b, NULL, cap))) return MMSB_OK;
+  return mmsb_fail(MMSB_ENOMEM, "buffer of %zu bytes", cap);
 }
 
 int mmsb_buf_use(mmsb_buf *b, const mmsb_mem *mem) {

@@ -106,6 +106,8 @@ typedef struct mmsb_dev_ops {
    * that may still read it. */
   const mmsb_mem *host_mem;
   int (*settle)(void *stream);
+  /* The devices the process can use (NULL: the host backend's one). */
+  int (*devices)(void);
 } mmsb_dev_ops;
 
 extern const mmsb_dev_ops mmsb_dev_host;

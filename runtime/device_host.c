@@ -212,7 +212,7 @@ const mmsb_dev_ops mmsb_dev_host = {"host",   h_open,        h_close,       h_al
                                     h_free,   h_copy,        h_copy,        h_copy,
                                     h_apply,  h_wait,        h_diff,        h_native,
                                     h_enter,  h_leave,       h_stage_begin, h_stage_piece,
-                                    h_stage_send, NULL,      NULL};
+                                    h_stage_send, NULL,      NULL,          NULL};
 
 #ifndef MMSB_HAVE_CUDA
 const mmsb_dev_ops *mmsb_dev_cuda(void) { return NULL; }

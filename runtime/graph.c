@@ -43,6 +43,7 @@ struct mmsb_node {
   int new_height;
   struct mmsb_node *parent;  /* cycle search path */
   uint8_t *snap[MAX_EDGES];  /* DIFF: outputs before the run */
+  char why[256];             /* the detail of its last failure ("" if none given) */
 };
 
 typedef struct mmsb_graph {
@@ -270,7 +271,10 @@ static int level_push(mmsb_graph *g, mmsb_node *n, size_t at) {
   return MMSB_OK;
 }
 
-/* Takes a diff copy of the node's outputs, then runs it; 0 or its failure. */
+/* Takes a diff copy of the node's outputs, then runs it; 0 or its failure.
+ * A failing node's detail (what it or the runtime left in mmsb_last_error:
+ * a GPU node's CUDA error, say) is kept in n->why: the node may have run
+ * on a pool thread, and the detail is per thread. */
 static int prepare_and_run(mmsb_node *n) {
   for (int k = 0; k < n->nout; k++)
     if (n->detect[k] == MMSB_DETECT_DIFF) {
@@ -278,7 +282,10 @@ static int prepare_and_run(mmsb_node *n) {
       memcpy(n->snap[k], n->out[k]->data, n->out[k]->size);
     }
   n->fresh = false;
-  return run_node(n) != 0 ? 1 : 0;
+  mmsb_clear_error(); /* an older failure is not this node's */
+  if (run_node(n) == 0) return 0;
+  snprintf(n->why, sizeof n->why, "%s", mmsb_last_error());
+  return 1;
 }
 
 typedef struct level_job {
@@ -308,8 +315,9 @@ static int run_level(mmsb_graph *g, mmsb_node **nodes, size_t n, int threads, ui
   int rc = MMSB_OK;
   for (size_t i = 0; i < n && !rc; i++)
     if (status[i] < 0) rc = mmsb_fail(MMSB_ENOMEM, "node '%s': diff copy", nodes[i]->name);
-    else if (status[i]) rc = mmsb_fail(MMSB_ENODE, "node '%s' failed in epoch %llu",
-                                       nodes[i]->name, (unsigned long long)epoch);
+    else if (status[i]) rc = mmsb_fail(MMSB_ENODE, "node '%s' failed in epoch %llu%s%s",
+                                       nodes[i]->name, (unsigned long long)epoch,
+                                       nodes[i]->why[0] ? ": " : "", nodes[i]->why);
   return rc;
 }
 

@@ -193,9 +193,15 @@ static int mirror_sink(void *ctx, mmsb_bus *bus, const mmsb_batch *b) {
   return catch_up(ctx, b);
 }
 
+/* The backend of a mirror on `device`.  A build without CUDA, or a machine
+ * without a GPU, gets the host backend, so that a program written for a
+ * GPU runs (and is tested) anywhere.  On a machine with GPUs, a device it
+ * does not have is the caller's mistake, reported by open (MMSB_ENODEV):
+ * falling back to the host there would hide it behind a copy ~100 times
+ * slower. */
 static const mmsb_dev_ops *pick(int device) {
   const mmsb_dev_ops *cuda = mmsb_dev_cuda();
-  return device >= 0 && cuda ? cuda : &mmsb_dev_host;
+  return device >= 0 && cuda && cuda->devices() > 0 ? cuda : &mmsb_dev_host;
 }
 
 int mmsb_mirror_create(mmsb_region *r, int device, mmsb_mirror **out) {
@@ -208,10 +214,6 @@ int mmsb_mirror_create(mmsb_region *r, int device, mmsb_mirror **out) {
   m->r = r;
   m->ops = pick(device);
   int rc = m->ops->open(device, &m->stream);
-  if (rc && m->ops != &mmsb_dev_host) { /* no usable GPU: the host backend */
-    m->ops = &mmsb_dev_host;
-    rc = m->ops->open(device, &m->stream);
-  }
   m->device = m->ops == &mmsb_dev_host ? -1 : device;
   if (!rc) rc = m->ops->alloc(m->stream, r->size, &m->dptr);
   pthread_mutex_lock(&bus->lock);
@@ -325,9 +327,9 @@ static int gpu_run(void *ctx) {
   const mmsb_dev_ops *ops = g->out[0]->ops;
   void *stream = ops->native(g->out[0]->stream);
   int token = ops->enter(g->out[0]->stream); /* its kernels go to the mirrors' device */
-  int failed = g->launch(g->ctx, stream, in, out) != 0;
+  int failed = g->launch(g->ctx, stream, in, out);
   ops->leave(token);
-  if (failed) return 1;
+  if (failed) return mmsb_fail(MMSB_ENODE, "its launch function returned %d", failed);
   for (int i = 0; i < g->nout && !rc; i++) {
     mmsb_mirror *m = g->out[i];
     mmsb_diff d;

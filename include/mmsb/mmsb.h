@@ -343,9 +343,11 @@ typedef struct mmsb_mirror mmsb_mirror;
  * still read the batch (a program that waits for its mirrors never waits
  * there).  Any thread may commit: the backend makes the mirror's device
  * current for its own calls and then restores the calling thread's.
- * Without CUDA or a GPU the same API runs a host backend with the same
- * per-page code.
- * MMSB_ENODEV if the device cannot be used. */
+ * Device -1 with MMSB_DEVICE unset, a build without CUDA and a machine
+ * without a GPU get a host backend with the same API and per-page code
+ * (mmsb_mirror_backend says which).  MMSB_ENODEV: the machine has GPUs but
+ * not this one, or it failed; MMSB_ENOMEM: the device lacks the memory for
+ * the copy.  Either way the bus and its other mirrors go on as before. */
 int mmsb_mirror_create(mmsb_region *r, int device, mmsb_mirror **out);
 /* Blocks until the mirror holds epoch e (or later). */
 int mmsb_mirror_wait(mmsb_mirror *m, mmsb_epoch_t e);

@@ -2,6 +2,10 @@
 // another; its writes come back through the device diff as deltas, update
 // the host region and feed a CPU node; with two GPUs or more, on the last
 // one while the program keeps device 0, with commits from another thread.
+// CUDA failures are statuses: a device the machine lacks, a mirror the
+// device has no memory for (the bus and its other mirror go on), and, with
+// the argument "fault" (a process of its own: the device is lost after it),
+// a GPU node whose kernel writes where it must not.
 // Exits 77 where there is no GPU.
 #include <cuda_runtime.h>
 #include <mmsb/mmsb.h>
@@ -104,13 +108,122 @@ static int mixed_devices(int n) {
   return rc != MMSB_EINVAL;
 }
 
-int main(void) {
+// A device the machine does not have: MMSB_ENODEV, not the host backend;
+// device -1 with MMSB_DEVICE unset: the host backend.
+static int bad_device(int n) {
+  mmsb_bus *bus;
+  mmsb_region *a;
+  mmsb_mirror *m = NULL, *h = NULL;
+  mmsb_bus_open(NULL, &bus);
+  mmsb_region_create(bus, "a", 4096, 0, &a);
+  int rc = mmsb_mirror_create(a, n, &m);
+  printf("mirror on device %d of %d: %s (%s)\n", n, n, mmsb_strerror(rc), mmsb_last_error());
+  int bad = rc != MMSB_ENODEV || m || !strstr(mmsb_last_error(), "CUDA device");
+  bad |= mmsb_mirror_create(a, -1, &h) != MMSB_OK || strcmp(mmsb_mirror_backend(h), "host");
+  mmsb_bus_close(bus);
+  return bad;
+}
+
+// A mirror the device has no memory for: MMSB_ENOMEM, and then the bus
+// commits and its other mirror follows, three epochs, byte for byte.
+static int short_of_memory(void) {
+  enum { SMALL = 4 * 4096 };
+  const size_t big_size = (size_t)2 << 30, leave = (size_t)1 << 30;
+  mmsb_bus *bus;
+  mmsb_region *a, *big;
+  mmsb_mirror *ma, *mb = NULL;
+  mmsb_bus_open(NULL, &bus);
+  if (mmsb_region_create(bus, "a", SMALL, 0, &a) || mmsb_region_create(bus, "big", big_size, 0, &big) ||
+      mmsb_mirror_create(a, 0, &ma)) {
+    printf("FAIL: setup: %s\n", mmsb_last_error());
+    return 1;
+  }
+  size_t free_b = 0, total_b = 0;
+  void *hog = NULL;
+  cudaMemGetInfo(&free_b, &total_b);
+  if (free_b <= leave || cudaMalloc(&hog, free_b - leave) != cudaSuccess) {
+    printf("FAIL: could not fill the device (%zu bytes free)\n", free_b);
+    return 1;
+  }
+  int rc = mmsb_mirror_create(big, 0, &mb);
+  printf("mirror of 2 GiB with 1 GiB free: %s (%s)\n", mmsb_strerror(rc), mmsb_last_error());
+  int bad = rc != MMSB_ENOMEM || mb;
+  unsigned char *d = (unsigned char *)mmsb_region_data(a), back[SMALL];
+  for (int e = 1; e <= 3; e++) {
+    d[e * 4000] = (unsigned char)e;
+    mmsb_touch(&d[e * 4000], 1);
+    mmsb_epoch_t got = 0;
+    rc = mmsb_commit(bus, &got);
+    if (!rc) rc = mmsb_mirror_wait(ma, got);
+    if (!rc) rc = mmsb_mirror_download(ma, back);
+    if (rc || memcmp(back, d, SMALL)) {
+      printf("FAIL: epoch %d after the failed mirror: %s (%s)\n", e, mmsb_strerror(rc), mmsb_last_error());
+      bad = 1;
+    }
+  }
+  cudaFree(hog);
+  mmsb_bus_close(bus);
+  return bad;
+}
+
+__global__ void wild(unsigned *p) { p[threadIdx.x] = 1; }
+
+static int launch_wild(void *ctx, void *stream, void *const *in, void *const *out) {
+  (void)ctx;
+  (void)in;
+  (void)out;
+  wild<<<1, 32, 0, (cudaStream_t)stream>>>((unsigned *)(uintptr_t)64); // no memory there
+  return 0;
+}
+
+// A GPU node's kernel writes to an address that is not memory: the device
+// is lost for this process (a sticky error), so commit fails with a status
+// and detail, the epoch is not sealed, and every call after it returns a
+// status too.
+static int fault(void) {
+  mmsb_bus *bus;
+  mmsb_region *a, *b;
+  mmsb_mirror *ma, *mb;
+  mmsb_node *g;
+  mmsb_bus_open(NULL, &bus);
+  mmsb_region_create(bus, "in", 4096, 0, &a);
+  mmsb_region_create(bus, "out", 4096, 0, &b);
+  if (mmsb_mirror_create(a, 0, &ma) || mmsb_mirror_create(b, 0, &mb) ||
+      mmsb_gpu_node_create(bus, "wild", launch_wild, NULL, &ma, 1, &mb, 1, &g)) {
+    printf("FAIL: setup: %s\n", mmsb_last_error());
+    return 1;
+  }
+  unsigned *in = (unsigned *)mmsb_region_data(a);
+  in[0] = 1;
+  mmsb_touch(in, 4);
+  mmsb_epoch_t before = mmsb_epoch(bus);
+  int rc = mmsb_commit(bus, NULL);
+  printf("commit after a kernel's bad write: %s (%s)\n", mmsb_strerror(rc), mmsb_last_error());
+  int bad = rc == MMSB_OK || mmsb_epoch(bus) != before || !strstr(mmsb_last_error(), "CUDA");
+  in[1] = 2;
+  mmsb_touch(in + 1, 4);
+  rc = mmsb_commit(bus, NULL);
+  printf("the next commit: %s (%s)\n", mmsb_strerror(rc), mmsb_last_error());
+  bad |= rc == MMSB_OK || mmsb_epoch(bus) != before || !strstr(mmsb_last_error(), "CUDA");
+  unsigned back[1024];
+  rc = mmsb_mirror_download(mb, back);
+  printf("download: %s\n", mmsb_strerror(rc));
+  bad |= rc == MMSB_OK;
+  printf("mirror destroy: %s\n", mmsb_strerror(mmsb_mirror_destroy(ma)));
+  printf("bus close: %s\n", mmsb_strerror(mmsb_bus_close(bus)));
+  printf("%s\n", bad ? "FAIL" : "PASS");
+  return bad;
+}
+
+int main(int argc, char **argv) {
   int n = 0;
   if (cudaGetDeviceCount(&n) != cudaSuccess || n == 0) {
     printf("no GPU: skipped\n");
     return 77;
   }
-  int bad = run(0);
+  if (argc > 1 && !strcmp(argv[1], "fault")) return fault();
+  int bad = bad_device(n) | short_of_memory();
+  bad |= run(0);
   if (n > 1) bad |= run(n - 1) | mixed_devices(n);
   else printf("one GPU: the node on another device than the program's not tried\n");
   printf("%s\n", bad ? "FAIL" : "PASS");

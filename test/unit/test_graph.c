@@ -31,6 +31,7 @@ static void compute(const cnode *c, uint64_t *dst) {
 static int cnode_fn(void *ctx) {
   cnode *c = ctx;
   __atomic_fetch_add(&runs[c->id], 1, __ATOMIC_RELAXED); /* nodes of one height run in parallel */
+  if (c->fail == 2) mmsb_mirror_wait(NULL, 1); /* a failure with a detail, then its own */
   if (c->fail) return 1;
   compute(c, c->out);
   return 0;
@@ -86,13 +87,19 @@ static void test_shapes(void) {
   CHECK(strstr(mmsb_last_error(), "n0 -> n1 -> n0") != NULL);
   CHECK_FAILS(mmsb_node_output(n[1], r[2], MMSB_DETECT_DIFF), MMSB_EEXIST);
   CHECK_FAILS(mmsb_node_output(n[1], r[1], MMSB_DETECT_DIFF), MMSB_EEXIST);
-  /* a failing node: the commit names it and seals nothing */
+  /* a failing node: the commit names it and seals nothing; the detail the
+   * node left, if any, follows, and an older failure's is not taken for it */
   c[2].fail = 1;
   a[4] = 1;
   mmsb_touch(&a[4], 8);
   mmsb_epoch_t e0 = mmsb_epoch(bus);
+  CHECK_FAILS(mmsb_mirror_wait(NULL, 1), MMSB_EINVAL);
   CHECK_FAILS(mmsb_commit(bus, NULL), MMSB_ENODE);
   CHECK(strstr(mmsb_last_error(), "'n2'") != NULL && mmsb_epoch(bus) == e0);
+  CHECK(strstr(mmsb_last_error(), "mirror is NULL") == NULL);
+  c[2].fail = 2;
+  CHECK_FAILS(mmsb_commit(bus, NULL), MMSB_ENODE);
+  CHECK(strstr(mmsb_last_error(), "'n2'") && strstr(mmsb_last_error(), ": mirror is NULL"));
   c[2].fail = 0;
   CHECK_OK(mmsb_commit(bus, NULL)); /* the stores come back in the next epoch */
   compute(&c[4], want);

@@ -356,9 +356,28 @@ static void test_sparse_pages(int epochs) {
   CHECK_OK(mmsb_bus_close(bus));
 }
 
+/* A device number the machine lacks: the host backend where there is no
+ * GPU (or no CUDA in the build), so that a program written for a GPU runs
+ * anywhere; MMSB_ENODEV where there are GPUs (test_gpu checks the rest of
+ * the CUDA side). */
+static void test_device_numbers(void) {
+  const mmsb_dev_ops *cuda = mmsb_dev_cuda();
+  int gpus = cuda ? cuda->devices() : 0;
+  mmsb_bus *bus;
+  mmsb_region *r;
+  mmsb_mirror *m = NULL;
+  CHECK_OK(mmsb_bus_open(NULL, &bus));
+  CHECK_OK(mmsb_region_create(bus, "r", 4096, 0, &r));
+  int rc = mmsb_mirror_create(r, 1000, &m);
+  if (gpus) CHECK(rc == MMSB_ENODEV && m == NULL && strstr(mmsb_last_error(), "CUDA device 1000"));
+  else CHECK(rc == MMSB_OK && m && !strcmp(mmsb_mirror_backend(m), "host"));
+  CHECK_OK(mmsb_bus_close(bus));
+}
+
 int main(int argc, char **argv) {
   seed = test_seed();
   device = argc > 1 && !strcmp(argv[1], "gpu") ? 0 : -1;
+  test_device_numbers();
   test_nan_adds();
   test_epochs(300 * test_scale());
   test_one_region(40 * test_scale());
