@@ -143,13 +143,14 @@ static void test_one_region(int epochs) {
 
 /* A "GPU" node (on the host backend its launch runs on the CPU) doubles
  * its input into its output; a CPU node adds 1 to that. */
+static int launch_status; /* what launch_double returns */
 static int launch_double(void *ctx, void *stream, void *const *in, void *const *out) {
   (void)ctx;
   (void)stream;
   const uint64_t *a = in[0];
   uint64_t *b = out[0];
   for (int i = 0; i < 512; i++) b[i] = a[i] * 2;
-  return 0;
+  return launch_status;
 }
 
 static uint64_t *plus_in, *plus_out;
@@ -193,6 +194,18 @@ static void test_gpu_node_feeds_cpu(void) {
     has_b += d.region_id == mmsb_region_id(b);
   }
   CHECK(has_b == 1);
+  /* a launch that reports failure fails the commit, which says what it
+   * returned, and seals nothing */
+  launch_status = 3;
+  pa[1] = 7;
+  mmsb_touch(&pa[1], 8);
+  mmsb_epoch_t e0 = mmsb_epoch(bus);
+  CHECK_FAILS(mmsb_commit(bus, NULL), MMSB_ENODE);
+  CHECK(strstr(mmsb_last_error(), "'double'") && strstr(mmsb_last_error(), "launch function returned 3"));
+  CHECK(mmsb_epoch(bus) == e0);
+  launch_status = 0;
+  CHECK_OK(mmsb_commit(bus, NULL)); /* the store comes back in the next epoch */
+  CHECK(((uint64_t *)mmsb_region_data(c))[1] == 15);
   CHECK_OK(mmsb_bus_close(bus));
 }
 
