@@ -288,7 +288,10 @@ enum mmsb_detect {
   MMSB_DETECT_STORES = 2  /* the node's code was compiled with the pass */
 };
 
-/* The plain callback form: return 0, or nonzero for failure. */
+/* The plain callback form: return 0, or nonzero for failure (mmsb_commit
+ * then returns MMSB_ENODE and seals nothing; its detail names the node, and
+ * adds what the node's own failed mmsb_* call, if any, left in
+ * mmsb_last_error). */
 typedef int (*mmsb_node_fn)(void *ctx);
 int mmsb_node_create(mmsb_bus *bus, const char *name, mmsb_node_fn fn, void *ctx,
                      mmsb_node **out);
@@ -364,7 +367,12 @@ int mmsb_mirror_destroy(mmsb_mirror *m);
  * the order given).  After it, each output mirror is diffed on the device
  * against its previous version; the changed granules come back as deltas
  * of the same epoch, are applied to the host regions, logged, and
- * propagate further.  Return nonzero from launch for failure.  All its
+ * propagate further.  Return nonzero from launch for failure: the commit
+ * then fails with MMSB_ENODE and seals nothing, as for any node, and so it
+ * does when a CUDA call of the node fails (a kernel that wrote outside
+ * its memory loses the device for the process); mmsb_last_error names the
+ * node and the cause ("its launch function returned 3", CUDA's message).
+ * All its
  * mirrors must be on one device (MMSB_EINVAL otherwise); launch runs with
  * that device current on its thread, which may be a pool thread. */
 typedef int (*mmsb_gpu_launch_fn)(void *ctx, void *stream, void *const *in, void *const *out);
