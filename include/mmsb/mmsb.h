@@ -156,7 +156,11 @@ int mmsb_touch(const void *addr, size_t len);
 
 /* Collects the marks into one batch, seals it as the next epoch and hands it
  * to the sinks (propagation, log, mirrors, subscribers, in that order).
- * bus NULL: the default bus.  Writers must be quiescent during a commit. */
+ * bus NULL: the default bus.  Writers must be quiescent during a commit,
+ * those of every bus: the marks of all buses share the threads' logs, so a
+ * store into another bus's region while this one commits may lose its mark
+ * (two buses committed from two threads need a common step boundary;
+ * docs/semantics.md, Writers).  Commits of different buses may run at once. */
 int mmsb_commit(mmsb_bus *bus, mmsb_epoch_t *epoch);
 /* Last committed epoch, 0 before the first. bus NULL: the default bus. */
 mmsb_epoch_t mmsb_epoch(const mmsb_bus *bus);
