@@ -127,13 +127,13 @@ int mmsb_bus_close(mmsb_bus *bus) {
     return mmsb_fail(MMSB_EBUSY, "the default bus lives as long as the process");
   int rc = mmsb_bus_detach_log(bus);
   if (bus->cfg.stats) print_stats(bus);
+  mmsb_graph_free(bus); /* first: its GPU nodes hold mirrors */
   mmsb_mirrors_free(bus);
   mmsb_trace_close(bus);
   for (uint32_t i = 0; i < bus->nregions; i++)
     if (bus->regions[i]) mmsb_region_release(bus->regions[i]);
   free(bus->regions);
   mmsb_nameidx_free(&bus->names);
-  mmsb_graph_free(bus);
   mmsb_router_free(bus);
   mmsb_accum_free(bus);
   free(bus->accums);

@@ -502,6 +502,8 @@ int mmsb_node_remove(mmsb_node *n) {
 
 void mmsb_node_own_ctx(mmsb_node *n, void (*free_ctx)(void *)) { n->free_ctx = free_ctx; }
 
+const char *mmsb_node_name(const mmsb_node *n) { return n->name; }
+
 static ffi_type *ffi_of(int kind) {
   switch (kind) {
   case MMSB_ARG_IN: case MMSB_ARG_OUT: case MMSB_ARG_PTR: return &ffi_type_pointer;

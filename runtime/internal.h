@@ -169,8 +169,13 @@ void mmsb_router_free(mmsb_bus *bus);
 void mmsb_graph_free(mmsb_bus *bus);
 /* The node frees its context with free_ctx when it goes. */
 void mmsb_node_own_ctx(mmsb_node *n, void (*free_ctx)(void *));
-/* Destroys the mirrors the program left when the bus closes (mirror.c). */
+/* Destroys the mirrors the program left when the bus closes (mirror.c);
+ * after mmsb_graph_free, whose GPU nodes let go of their mirrors. */
 void mmsb_mirrors_free(mmsb_bus *bus);
+/* A mirror of region r, or NULL (mirror.c; the bus's lock held). */
+struct mmsb_mirror *mmsb_mirror_of(const mmsb_bus *bus, const mmsb_region *r);
+/* The node's name (graph.c). */
+const char *mmsb_node_name(const mmsb_node *n);
 /* Staging during a parallel fill (collect_logs.c; device.h says how):
  * begin says that m's region's deltas of epoch e will be batch bytes
  * [first, first + len), n deltas, one a page (false: m will not stage

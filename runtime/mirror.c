@@ -33,6 +33,7 @@ struct mmsb_mirror {
   mmsb_epoch_t staged;
   size_t staged_first, staged_len, staged_n;
   _Atomic bool stage_failed; /* a send failed: apply stages again */
+  int users;                 /* GPU nodes that read or write it (the bus's lock) */
 };
 
 /* How many of the batch's collected deltas (region order) are of regions
@@ -258,10 +259,22 @@ int mmsb_mirror_download(mmsb_mirror *m, void *dst) {
   return m->ops->download(m->stream, dst, m->dptr, m->r->size);
 }
 
+struct mmsb_mirror *mmsb_mirror_of(const mmsb_bus *bus, const mmsb_region *r) {
+  for (unsigned i = 0; i < bus->nmirrors; i++)
+    if (bus->mirrors[i]->r == r) return bus->mirrors[i];
+  return NULL;
+}
+
 int mmsb_mirror_destroy(mmsb_mirror *m) {
   if (!m) return mmsb_fail(MMSB_EINVAL, "mirror is NULL");
   mmsb_bus *bus = m->bus;
   pthread_mutex_lock(&bus->lock);
+  if (m->users) { /* its GPU nodes would launch on freed memory */
+    int users = m->users;
+    pthread_mutex_unlock(&bus->lock);
+    return mmsb_fail(MMSB_EBUSY, "the mirror of region '%s' is used by %d GPU node%s: remove %s first",
+                     m->r->name, users, users > 1 ? "s" : "", users > 1 ? "them" : "it");
+  }
   mmsb_router_remove(bus, m->sink_id);
   for (unsigned i = 0; i < bus->nmirrors; i++)
     if (bus->mirrors[i] == m) {
@@ -346,6 +359,28 @@ static bool same_device(const mmsb_mirror *a, const mmsb_mirror *b) {
   return b && a->ops == b->ops && a->device == b->device;
 }
 
+/* A GPU node's hold on mirror m (in *slot): m cannot be destroyed while
+ * the node is there.  Under the bus's lock, as mmsb_mirror_destroy reads
+ * the count. */
+static void hold(mmsb_mirror **slot, mmsb_mirror *m) {
+  pthread_mutex_lock(&m->bus->lock);
+  m->users++;
+  pthread_mutex_unlock(&m->bus->lock);
+  *slot = m;
+}
+
+/* The node's context goes with the node: its holds go too. */
+static void gpu_node_free(void *ctx) {
+  gpu_node *g = ctx;
+  pthread_mutex_lock(&g->bus->lock);
+  for (int i = 0; i < MAX_IO; i++) {
+    if (g->in[i]) g->in[i]->users--;
+    if (g->out[i]) g->out[i]->users--;
+  }
+  pthread_mutex_unlock(&g->bus->lock);
+  free(g);
+}
+
 int mmsb_gpu_node_create(mmsb_bus *bus, const char *name, mmsb_gpu_launch_fn launch,
                          void *ctx, mmsb_mirror *const *in, int nin,
                          mmsb_mirror *const *out, int nout, mmsb_node **node) {
@@ -357,21 +392,21 @@ int mmsb_gpu_node_create(mmsb_bus *bus, const char *name, mmsb_gpu_launch_fn lau
   if (!g) return mmsb_fail(MMSB_ENOMEM, "GPU node");
   *g = (gpu_node){bus, launch, ctx, {0}, {0}, nin, nout};
   int rc = mmsb_node_create(bus, name, gpu_run, g, node);
-  if (!rc) mmsb_node_own_ctx(*node, free);
+  if (!rc) mmsb_node_own_ctx(*node, gpu_node_free);
   for (int i = 0; !rc && i < nin; i++) {
-    g->in[i] = in[i];
     rc = in[i] && in[i]->bus == bus && same_device(in[i], out[0])
              ? mmsb_node_input(*node, in[i]->r)
              : mmsb_fail(MMSB_EINVAL, "input mirror %d: NULL, another bus's, or not on output "
                          "mirror 0's device", i);
+    if (!rc) hold(&g->in[i], in[i]);
   }
   for (int i = 0; !rc && i < nout; i++) {
     mmsb_mirror *m = out[i];
-    g->out[i] = m;
     rc = m && m->bus == bus && same_device(m, out[0])
              ? mmsb_node_output(*node, m->r, MMSB_DETECT_STORES)
              : mmsb_fail(MMSB_EINVAL, "output mirror %d: NULL, another bus's, or not on output "
                          "mirror 0's device", i);
+    if (!rc) hold(&g->out[i], m);
     if (!rc && !m->dprev) {
       rc = m->ops->alloc(m->stream, m->r->size, &m->dprev);
       if (!rc) rc = m->ops->copy(m->stream, m->dprev, m->dptr, m->r->size);

@@ -264,11 +264,20 @@ int mmsb_region_destroy(mmsb_region *r) {
                      "long as the program", r->name);
   mmsb_bus *bus = r->bus;
   pthread_mutex_lock(&bus->lock);
-  bus->regions[r->id - 1] = NULL;
-  mmsb_nameidx_remove(&bus->names, r);
+  /* What still points at it would read freed memory at the next commit. */
+  const mmsb_node *n = r->producer ? r->producer : r->nconsumers ? r->consumers[0] : NULL;
+  int rc = n ? mmsb_fail(MMSB_EBUSY, "region '%s' is %s node '%s': remove the node first",
+                         r->name, r->producer ? "the output of" : "an input of", mmsb_node_name(n))
+           : mmsb_mirror_of(bus, r)
+               ? mmsb_fail(MMSB_EBUSY, "region '%s' has a mirror: destroy it first", r->name)
+               : MMSB_OK;
+  if (!rc) {
+    bus->regions[r->id - 1] = NULL;
+    mmsb_nameidx_remove(&bus->names, r);
+  }
   pthread_mutex_unlock(&bus->lock);
-  mmsb_region_release(r);
-  return MMSB_OK;
+  if (!rc) mmsb_region_release(r);
+  return rc;
 }
 
 int mmsb_region_find(mmsb_bus *bus, const char *name, mmsb_region **out) {

@@ -134,7 +134,9 @@ int mmsb_region_create(mmsb_bus *bus, const char *name, size_t size,
 int mmsb_region_create_mapped(mmsb_bus *bus, const char *name, size_t size,
                               const char *path, mmsb_region **out);
 int mmsb_region_find(mmsb_bus *bus, const char *name, mmsb_region **out);
-/* Releases a region: its memory is unmapped; uncommitted stores are lost. */
+/* Releases a region: its memory is unmapped; uncommitted stores are lost.
+ * MMSB_EBUSY while a node reads or writes it or it has a mirror (the
+ * detail names which): remove those first. */
 int mmsb_region_destroy(mmsb_region *r);
 MMSB_ALLOC void *mmsb_region_data(const mmsb_region *r);
 size_t mmsb_region_size(const mmsb_region *r);
@@ -364,6 +366,8 @@ void *mmsb_mirror_device_ptr(const mmsb_mirror *m);
 int mmsb_mirror_download(mmsb_mirror *m, void *dst);
 /* "cuda" or "host". */
 const char *mmsb_mirror_backend(const mmsb_mirror *m);
+/* Waits for its queued work and frees it.  MMSB_EBUSY while a GPU node
+ * reads or writes it: remove the node first. */
 int mmsb_mirror_destroy(mmsb_mirror *m);
 
 /* A GPU node: `launch` starts kernels on `stream` (a cudaStream_t) that

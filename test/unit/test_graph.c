@@ -104,7 +104,11 @@ static void test_shapes(void) {
   CHECK_OK(mmsb_commit(bus, NULL)); /* the stores come back in the next epoch */
   compute(&c[4], want);
   CHECK(memcmp(want, mmsb_region_data(r[5]), sizeof want) == 0);
+  /* a region a node reads or writes cannot go while the node is there */
+  CHECK_FAILS(mmsb_region_destroy(r[5]), MMSB_EBUSY);
+  CHECK(strstr(mmsb_last_error(), "the output of node 'n4'"));
   CHECK_OK(mmsb_node_remove(n[4]));
+  CHECK_OK(mmsb_region_destroy(r[5]));
   char *dot = NULL;
   size_t dlen = 0;
   FILE *f = open_memstream(&dot, &dlen);

@@ -207,7 +207,21 @@ static void test_gpu_node_feeds_cpu(void) {
   launch_status = 0;
   CHECK_OK(mmsb_commit(bus, NULL)); /* the store comes back in the next epoch */
   CHECK(((uint64_t *)mmsb_region_data(c))[1] == 15);
-  CHECK_OK(mmsb_bus_close(bus));
+  /* what a node or a mirror still uses cannot go: the next commit would
+   * read freed memory */
+  CHECK_FAILS(mmsb_mirror_destroy(ma), MMSB_EBUSY);
+  CHECK(strstr(mmsb_last_error(), "used by 1 GPU node"));
+  CHECK_FAILS(mmsb_region_destroy(a), MMSB_EBUSY);
+  CHECK(strstr(mmsb_last_error(), "input of node 'double'"));
+  CHECK_FAILS(mmsb_region_destroy(b), MMSB_EBUSY); /* the GPU node's output */
+  CHECK_OK(mmsb_node_remove(g));
+  CHECK_FAILS(mmsb_region_destroy(a), MMSB_EBUSY);
+  CHECK(strstr(mmsb_last_error(), "has a mirror"));
+  CHECK_OK(mmsb_mirror_destroy(ma));
+  CHECK_OK(mmsb_region_destroy(a));
+  pa = NULL;
+  CHECK_OK(mmsb_commit(bus, NULL));
+  CHECK_OK(mmsb_bus_close(bus)); /* with the mirror of b and the node 'plus' */
 }
 
 /* Float accumulations meeting NaNs and infinities give the same bits in
