@@ -26,7 +26,11 @@ int mmsb_accumulate(mmsb_region *r, size_t offset, int op, int type,
   uint8_t *copy = malloc(count * es);
   if (!copy) return mmsb_fail(MMSB_ENOMEM, "accumulation");
   memcpy(copy, values, count * es);
-  pthread_mutex_lock(&bus->lock);
+  int rc = mmsb_bus_lock(bus, "mmsb_accumulate");
+  if (rc) {
+    free(copy);
+    return rc;
+  }
   mmsb_accum *a = mmsb_grow(bus->accums, &bus->cap_accums, bus->naccums + 1, sizeof *a);
   if (!a) {
     pthread_mutex_unlock(&bus->lock);

@@ -125,6 +125,7 @@ int mmsb_bus_close(mmsb_bus *bus) {
   if (!bus) return mmsb_fail(MMSB_EINVAL, "bus is NULL");
   if (bus->is_default)
     return mmsb_fail(MMSB_EBUSY, "the default bus lives as long as the process");
+  if (mmsb_refuse_inside(bus, "mmsb_bus_close")) return MMSB_EBUSY;
   int rc = mmsb_bus_detach_log(bus);
   if (bus->cfg.stats) print_stats(bus);
   mmsb_graph_free(bus); /* first: its GPU nodes hold mirrors */

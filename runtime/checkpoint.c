@@ -89,6 +89,7 @@ static void retire(int dirfd, mmsb_epoch_t e) {
 
 int mmsb_checkpoint(mmsb_bus *bus) {
   if (!bus) bus = mmsb_default_bus();
+  if (mmsb_refuse_inside(bus, "mmsb_checkpoint")) return MMSB_EBUSY;
   mmsb_tlog *lg = bus->log;
   if (!lg || bus->read_only) return mmsb_fail(MMSB_EINVAL, "the bus has no writable log directory");
   pthread_mutex_lock(&bus->lock);

@@ -27,6 +27,30 @@ static void remark(mmsb_bus *bus, const mmsb_batch *b) {
   }
 }
 
+static __thread mmsb_inside inside; /* the commit this thread is in */
+
+mmsb_inside mmsb_enter_commit(const mmsb_bus *bus, bool holds_lock) {
+  mmsb_inside was = inside;
+  if (inside.bus != bus) inside = (mmsb_inside){bus, holds_lock};
+  return was;
+}
+
+void mmsb_leave_commit(mmsb_inside was) { inside = was; }
+
+int mmsb_refuse_inside(const mmsb_bus *bus, const char *what) {
+  if (!bus || inside.bus != bus) return MMSB_OK;
+  return mmsb_fail(MMSB_EBUSY, "%s inside a commit of the same bus (from a node, a GPU node's "
+                   "launch or a subscriber): call it after mmsb_commit returns", what);
+}
+
+int mmsb_bus_lock(mmsb_bus *bus, const char *what) {
+  if (inside.bus == bus && !inside.holds)
+    return mmsb_fail(MMSB_EBUSY, "%s from a node on the pool's threads (MMSB_THREADS > 1) "
+                     "inside a commit of its own bus", what);
+  pthread_mutex_lock(&bus->lock);
+  return MMSB_OK;
+}
+
 static int collect(mmsb_bus *bus, mmsb_batch *b, mmsb_epoch_t e) {
   uint64_t t0 = bus->trace ? mmsb_now_ns() : 0;
   mmsb_mirrors_prepare(bus);
@@ -68,11 +92,14 @@ static void count(mmsb_bus *bus, const mmsb_batch *b) {
 int mmsb_commit(mmsb_bus *bus, mmsb_epoch_t *epoch) {
   if (!bus) bus = mmsb_default_bus();
   if (bus->read_only) return mmsb_fail(MMSB_EINVAL, "a replay view cannot commit");
+  int rc = mmsb_refuse_inside(bus, "mmsb_commit");
+  if (rc) return rc;
   uint64_t t0 = mmsb_now_ns();
   pthread_mutex_lock(&bus->lock);
+  mmsb_inside was = mmsb_enter_commit(bus, true);
   mmsb_epoch_t e = atomic_load(&bus->epoch) + 1;
   mmsb_batch *b = &bus->batch;
-  int rc = collect(bus, b, e);
+  rc = collect(bus, b, e);
   if (rc == MMSB_OK) {
     rc = mmsb_route(bus, b, MMSB_STAGE_PROPAGATE, MMSB_STAGE_LOG);
     if (rc) remark(bus, b);
@@ -90,6 +117,7 @@ int mmsb_commit(mmsb_bus *bus, mmsb_epoch_t *epoch) {
   uint64_t t1 = mmsb_now_ns();
   bus->stats.commit_ns += t1 - t0;
   mmsb_trace_event(bus, rc ? "commit (failed)" : "commit", t0, t1, e, b->count);
+  mmsb_leave_commit(was);
   pthread_mutex_unlock(&bus->lock);
   if (epoch) *epoch = atomic_load(&bus->epoch);
   return rc;

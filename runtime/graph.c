@@ -298,7 +298,11 @@ static void level_part(void *ctx, int part, int nparts) {
   level_job *j = ctx;
   size_t lo, hi;
   mmsb_part_range(j->n, part, nparts, &lo, &hi);
-  for (size_t i = lo; i < hi; i++) j->status[i] = prepare_and_run(j->nodes[i]);
+  for (size_t i = lo; i < hi; i++) { /* on a pool thread too: the node is inside its bus's commit */
+    mmsb_inside was = mmsb_enter_commit(j->nodes[i]->bus, false);
+    j->status[i] = prepare_and_run(j->nodes[i]);
+    mmsb_leave_commit(was);
+  }
 }
 
 /* Runs one height's nodes on up to `threads` threads of the pool (in parts
@@ -417,10 +421,12 @@ static int add_node(mmsb_bus *bus, const char *name, mmsb_node **out, mmsb_node 
 
 int mmsb_node_create(mmsb_bus *bus, const char *name, mmsb_node_fn fn, void *ctx,
                      mmsb_node **out) {
-  if (!fn) return mmsb_fail(MMSB_EINVAL, "fn is NULL");
+  if (!bus || !fn) return mmsb_fail(MMSB_EINVAL, "bus or fn is NULL");
+  int rc = mmsb_refuse_inside(bus, "creating a node");
+  if (rc) return rc;
   mmsb_node *n;
   pthread_mutex_lock(&bus->lock);
-  int rc = add_node(bus, name, out, &n);
+  rc = add_node(bus, name, out, &n);
   if (!rc) {
     n->fn = fn;
     n->ctx = ctx;
@@ -432,6 +438,7 @@ int mmsb_node_create(mmsb_bus *bus, const char *name, mmsb_node_fn fn, void *ctx
 
 int mmsb_node_input(mmsb_node *n, mmsb_region *r) {
   if (!n || !r || r->bus != n->bus) return mmsb_fail(MMSB_EINVAL, "bad node or region");
+  if (mmsb_refuse_inside(n->bus, "mmsb_node_input")) return MMSB_EBUSY;
   mmsb_graph *g = n->bus->graph;
   if (n->nin == MAX_EDGES) return mmsb_fail(MMSB_EINVAL, "node '%s': too many inputs", n->name);
   mmsb_node *p = r->producer;
@@ -453,6 +460,7 @@ int mmsb_node_output(mmsb_node *n, mmsb_region *r, int detect) {
   if (!n || !r || r->bus != n->bus) return mmsb_fail(MMSB_EINVAL, "bad node or region");
   if (detect < MMSB_DETECT_DIFF || detect > MMSB_DETECT_STORES)
     return mmsb_fail(MMSB_EINVAL, "bad detect %d", detect);
+  if (mmsb_refuse_inside(n->bus, "mmsb_node_output")) return MMSB_EBUSY;
   mmsb_graph *g = n->bus->graph;
   mmsb_node *p = r->producer;
   if (p) return mmsb_fail(MMSB_EEXIST, "region '%s' is produced by node '%s' already", r->name, p->name);
@@ -475,6 +483,7 @@ int mmsb_node_output(mmsb_node *n, mmsb_region *r, int detect) {
 
 int mmsb_node_remove(mmsb_node *n) {
   if (!n) return mmsb_fail(MMSB_EINVAL, "node is NULL");
+  if (mmsb_refuse_inside(n->bus, "mmsb_node_remove")) return MMSB_EBUSY;
   mmsb_graph *g = n->bus->graph;
   pthread_mutex_lock(&n->bus->lock);
   for (unsigned i = 0; i < g->n; i++)
@@ -532,9 +541,11 @@ int mmsb_node_create_ffi(mmsb_bus *bus, const char *name, void (*fn)(void), int 
          args[i].kind == MMSB_ARG_SIZE) && (!args[i].region || args[i].region->bus != bus))
       return mmsb_fail(MMSB_EINVAL, "argument %d: no region of this bus", i);
   }
+  int rc = mmsb_refuse_inside(bus, "creating a node");
+  if (rc) return rc;
   mmsb_node *n;
   pthread_mutex_lock(&bus->lock);
-  int rc = add_node(bus, name, out, &n);
+  rc = add_node(bus, name, out, &n);
   if (rc) goto out;
   n->ffn = fn;
   n->ret_int = ret_int;

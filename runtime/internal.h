@@ -169,6 +169,23 @@ void mmsb_router_free(mmsb_bus *bus);
 void mmsb_graph_free(mmsb_bus *bus);
 /* The node frees its context with free_ctx when it goes. */
 void mmsb_node_own_ctx(mmsb_node *n, void (*free_ctx)(void *));
+/* Inside a commit (commit.c).  Nodes, GPU nodes' launches and subscribers
+ * run inside their bus's commit, on its thread or the pool's, while it
+ * walks the graph, the router's sinks and the mirrors: enter marks the
+ * calling thread as in bus's commit (returning what to leave with; a
+ * thread already in it keeps what it had), and refuse_inside makes a call
+ * that would change those (or commit again) MMSB_EBUSY there. */
+typedef struct mmsb_inside {
+  const mmsb_bus *bus;
+  bool holds; /* its lock: the committing thread, not a pool thread */
+} mmsb_inside;
+mmsb_inside mmsb_enter_commit(const mmsb_bus *bus, bool holds_lock);
+void mmsb_leave_commit(mmsb_inside was);
+int mmsb_refuse_inside(const mmsb_bus *bus, const char *what);
+/* Takes bus's lock for an API call (0), or MMSB_EBUSY on a pool thread
+ * inside the bus's commit: the lock is the committing thread's, which
+ * waits for this one. */
+int mmsb_bus_lock(mmsb_bus *bus, const char *what);
 /* Destroys the mirrors the program left when the bus closes (mirror.c);
  * after mmsb_graph_free, whose GPU nodes let go of their mirrors. */
 void mmsb_mirrors_free(mmsb_bus *bus);

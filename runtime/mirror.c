@@ -208,6 +208,7 @@ static const mmsb_dev_ops *pick(int device) {
 int mmsb_mirror_create(mmsb_region *r, int device, mmsb_mirror **out) {
   if (!r || !out) return mmsb_fail(MMSB_EINVAL, "NULL argument");
   mmsb_bus *bus = r->bus;
+  if (mmsb_refuse_inside(bus, "mmsb_mirror_create")) return MMSB_EBUSY;
   if (device < 0) device = bus->cfg.device;
   mmsb_mirror *m = calloc(1, sizeof *m);
   if (!m) return mmsb_fail(MMSB_ENOMEM, "mirror");
@@ -268,6 +269,7 @@ struct mmsb_mirror *mmsb_mirror_of(const mmsb_bus *bus, const mmsb_region *r) {
 int mmsb_mirror_destroy(mmsb_mirror *m) {
   if (!m) return mmsb_fail(MMSB_EINVAL, "mirror is NULL");
   mmsb_bus *bus = m->bus;
+  if (mmsb_refuse_inside(bus, "mmsb_mirror_destroy")) return MMSB_EBUSY;
   pthread_mutex_lock(&bus->lock);
   if (m->users) { /* its GPU nodes would launch on freed memory */
     int users = m->users;

@@ -118,7 +118,7 @@ static int region_make(mmsb_bus *bus, const char *name, size_t size,
   if (size > __mmsb_windows[0].size / 2)
     return mmsb_fail(MMSB_EINVAL, "region '%s': size %zu is larger than the "
                      "arena allows", name, size);
-  pthread_mutex_lock(&bus->lock);
+  if ((rc = mmsb_bus_lock(bus, "creating a region"))) return rc;
   mmsb_region *r = mmsb_region_lookup(bus, name);
   if (r) {
     rc = claim(r, size, path);
@@ -263,6 +263,7 @@ int mmsb_region_destroy(mmsb_region *r) {
     return mmsb_fail(MMSB_EINVAL, "region '%s' is program state; it lives as "
                      "long as the program", r->name);
   mmsb_bus *bus = r->bus;
+  if (mmsb_refuse_inside(bus, "mmsb_region_destroy")) return MMSB_EBUSY;
   pthread_mutex_lock(&bus->lock);
   /* What still points at it would read freed memory at the next commit. */
   const mmsb_node *n = r->producer ? r->producer : r->nconsumers ? r->consumers[0] : NULL;
@@ -285,7 +286,7 @@ int mmsb_region_find(mmsb_bus *bus, const char *name, mmsb_region **out) {
   *out = NULL;
   int rc = check_name(name);
   if (rc) return rc;
-  pthread_mutex_lock(&bus->lock);
+  if ((rc = mmsb_bus_lock(bus, "mmsb_region_find"))) return rc;
   *out = mmsb_region_lookup(bus, name);
   pthread_mutex_unlock(&bus->lock);
   return *out ? MMSB_OK : mmsb_fail(MMSB_ENOTFOUND, "no region '%s'", name);

@@ -71,6 +71,7 @@ static int call_subscriber(void *ctx, mmsb_bus *bus, const mmsb_batch *b) {
 
 int mmsb_subscribe(mmsb_bus *bus, mmsb_subscriber_fn fn, void *ctx, unsigned *id) {
   if (!bus || !fn) return mmsb_fail(MMSB_EINVAL, "bus or fn is NULL");
+  if (mmsb_refuse_inside(bus, "mmsb_subscribe")) return MMSB_EBUSY;
   sub_ctx *s = malloc(sizeof *s);
   if (!s) return mmsb_fail(MMSB_ENOMEM, "subscriber");
   *s = (sub_ctx){fn, ctx};
@@ -83,6 +84,7 @@ int mmsb_subscribe(mmsb_bus *bus, mmsb_subscriber_fn fn, void *ctx, unsigned *id
 
 int mmsb_unsubscribe(mmsb_bus *bus, unsigned id) {
   if (!bus) return mmsb_fail(MMSB_EINVAL, "bus is NULL");
+  if (mmsb_refuse_inside(bus, "mmsb_unsubscribe")) return MMSB_EBUSY;
   pthread_mutex_lock(&bus->lock);
   int rc = mmsb_fail(MMSB_ENOTFOUND, "no subscriber %u", id);
   for (unsigned i = 0; i < bus->nsinks; i++) {

@@ -162,7 +162,15 @@ int mmsb_touch(const void *addr, size_t len);
  * those of every bus: the marks of all buses share the threads' logs, so a
  * store into another bus's region while this one commits may lose its mark
  * (two buses committed from two threads need a common step boundary;
- * docs/semantics.md, Writers).  Commits of different buses may run at once. */
+ * docs/semantics.md, Writers).  Commits of different buses may run at once.
+ * Nodes, GPU nodes' launches and subscribers run inside the commit: there,
+ * mmsb_commit and what changes the bus's graph, sinks or mirrors
+ * (mmsb_bus_close, mmsb_node_*, mmsb_subscribe, mmsb_unsubscribe,
+ * mmsb_mirror_create/destroy, mmsb_region_destroy, mmsb_checkpoint) return
+ * MMSB_EBUSY for the same bus, and a node on the pool's threads
+ * (MMSB_THREADS > 1) gets MMSB_EBUSY from any call that takes the bus's
+ * lock (mmsb_region_create, mmsb_region_find, mmsb_accumulate) instead of
+ * waiting for ever.  Another bus may be committed from there. */
 int mmsb_commit(mmsb_bus *bus, mmsb_epoch_t *epoch);
 /* Last committed epoch, 0 before the first. bus NULL: the default bus. */
 mmsb_epoch_t mmsb_epoch(const mmsb_bus *bus);

@@ -343,8 +343,83 @@ static void test_threads_deterministic(void) {
   printf("threads 1, 2, 3, 8: %d of 3 runs byte-identical to the serial batches\n", same);
 }
 
+/* What a node or a subscriber may not do inside its bus's commit, which
+ * is walking the graph, the sinks and the mirrors: commit again, close the
+ * bus, change the graph or the sinks.  Each is MMSB_EBUSY, on the pool's
+ * threads too, and the commit around it goes on; the same calls work after
+ * it returns.  A commit of another bus is allowed. */
+static mmsb_bus *in_bus, *other_bus;
+static mmsb_node *in_node;
+static int in_refused, in_other, in_looked, in_looked_busy;
+/* A call that takes the bus's lock: fine on the committing thread, which
+ * holds it; MMSB_EBUSY on a pool thread, which would wait for ever. */
+static void look_up(void) {
+  mmsb_region *r;
+  int rc = mmsb_region_find(in_bus, "ia0", &r);
+  __atomic_fetch_add(&in_looked, rc == MMSB_OK || rc == MMSB_EBUSY, __ATOMIC_RELAXED);
+  __atomic_fetch_add(&in_looked_busy, rc == MMSB_EBUSY, __ATOMIC_RELAXED);
+}
+static int try_inside(void) {
+  mmsb_node *x;
+  unsigned id;
+  look_up();
+  int busy = mmsb_commit(in_bus, NULL) == MMSB_EBUSY;
+  busy += mmsb_bus_close(in_bus) == MMSB_EBUSY;
+  busy += mmsb_node_remove(in_node) == MMSB_EBUSY;
+  busy += mmsb_node_create(in_bus, "late", cnode_fn, NULL, &x) == MMSB_EBUSY;
+  busy += mmsb_subscribe(in_bus, NULL, NULL, &id) == MMSB_EINVAL; /* arguments first */
+  busy += strstr(mmsb_last_error(), "NULL") != NULL;
+  __atomic_fetch_add(&in_refused, busy, __ATOMIC_RELAXED);
+  __atomic_fetch_add(&in_other, mmsb_commit(other_bus, NULL) == MMSB_OK, __ATOMIC_RELAXED);
+  return 0;
+}
+static int inside_node(void *ctx) {
+  (void)ctx;
+  return try_inside();
+}
+static int inside_sub(void *ctx, const mmsb_batch *b) {
+  (void)ctx;
+  (void)b;
+  return try_inside();
+}
+
+static void test_inside_commit(void) {
+  mmsb_config cfg;
+  mmsb_config_init(&cfg);
+  cfg.threads = 4; /* the nodes of one height on the pool */
+  CHECK_OK(mmsb_bus_open(&cfg, &in_bus));
+  CHECK_OK(mmsb_bus_open(NULL, &other_bus));
+  mmsb_region *a = mkreg(in_bus, "ia%d", 0);
+  mmsb_node *n[8];
+  for (int i = 0; i < 8; i++) {
+    char name[8];
+    snprintf(name, sizeof name, "in%d", i);
+    CHECK_OK(mmsb_node_create(in_bus, name, inside_node, NULL, &n[i]));
+    CHECK_OK(mmsb_node_input(n[i], a));
+    CHECK_OK(mmsb_node_output(n[i], mkreg(in_bus, "io%d", i), MMSB_DETECT_DIFF));
+  }
+  in_node = n[0];
+  unsigned id;
+  CHECK_OK(mmsb_subscribe(in_bus, inside_sub, NULL, &id));
+  uint64_t *d = mmsb_region_data(a);
+  d[0] = 1;
+  mmsb_touch(d, 8);
+  mmsb_epoch_t e0 = mmsb_epoch(in_bus);
+  CHECK_OK(mmsb_commit(in_bus, NULL));
+  CHECK(mmsb_epoch(in_bus) == e0 + 1);
+  CHECK(in_refused == 9 * 6 && in_other == 9); /* eight nodes and the subscriber */
+  CHECK(in_looked == 9 && in_looked_busy < 9); /* the subscriber runs on the committing thread */
+  printf("inside a commit: %d refusals, %d of 9 lookups refused on pool threads\n", in_refused,
+         in_looked_busy);
+  CHECK_OK(mmsb_unsubscribe(in_bus, id));
+  CHECK_OK(mmsb_node_remove(in_node)); /* after the commit: fine */
+  CHECK_OK(mmsb_bus_close(other_bus));
+  CHECK_OK(mmsb_bus_close(in_bus));
+}
+
 int main(void) {
   seed = test_seed();
+  test_inside_commit();
   test_threads_deterministic();
   test_shapes();
   test_cutoff();
