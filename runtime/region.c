@@ -253,7 +253,8 @@ void mmsb_region_release(mmsb_region *r) {
   if (r->fd >= 0) close(r->fd);
   free(r->shadow_copy);
   free(r->consumers);
-  if (r->page_c) munmap(r->page_c, (r->map_size / MMSB_PAGE_SIZE) * sizeof(uint64_t) ?: 8);
+  size_t pc_bytes = (r->map_size / MMSB_PAGE_SIZE) * sizeof(uint64_t);
+  if (r->page_c) munmap(r->page_c, pc_bytes ? pc_bytes : 8); /* as digest.c mapped it */
   free(r);
 }
 
