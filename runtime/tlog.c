@@ -155,8 +155,10 @@ static int log_sink(void *ctx, mmsb_bus *bus, const mmsb_batch *b) {
   mmsb_tlog *lg = ctx;
   mmsb_epoch_t e = mmsb_batch_epoch(b);
   if (lg->seg_size >= lg->seg_limit) { /* rotate; sync the old one unless told not to */
+    pthread_mutex_lock(&lg->mu); /* the group syncer reads fd: not while it changes */
     int rc = bus->cfg.sync == MMSB_SYNC_NONE ? MMSB_OK : sync_now(lg);
     if (!rc) rc = open_segment(lg, e, true);
+    pthread_mutex_unlock(&lg->mu);
     if (rc) return rc;
   }
   int rc = mmsb_graph_serialize(bus, &lg->graph);
