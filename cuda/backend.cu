@@ -42,6 +42,7 @@
 
 #include <cub/device/device_scan.cuh>
 #include <cuda_runtime.h>
+#include <atomic>
 #include <new>
 #include <stdlib.h>
 #include <string.h>
@@ -60,7 +61,7 @@ struct Stage {
   uint8_t *host = nullptr, *dev = nullptr; // pinned / device
   uint8_t *mapped = nullptr;               // host, as the device addresses it
   size_t cap = 0;
-  bool pending = false; // work that reads it was queued since the last stream sync
+  uint64_t used = 0; // the number of the last work queued that reads it (Stream::queued)
   // Staged during the fill (c_stage_*): the epoch (0: none), its bytes and
   // deltas, and whether the kernel reads it in place.
   uint64_t staged = 0;
@@ -73,7 +74,15 @@ struct Stream {
   int device;
   cudaStream_t s;
   Stage stage[2];
-  bool batch_pending = false; // a copy or kernel that reads the bus's (pinned) batch was queued since the last sync
+  uint64_t batch_used = 0; // the same, for work that reads the bus's (pinned) batch
+  // Work that reads a stage or the batch is numbered once it is queued
+  // (queued: the last number), and a stream sync covers every number
+  // handed out before it began (done: the highest so covered).  The
+  // committing thread queues and checks; any thread may wait
+  // (mmsb_mirror_wait).  With flags that a wait cleared, a waiting thread
+  // could clear the flag of work queued while it waited, and the next
+  // commit would write a stage or the batch that a copy still read.
+  std::atomic<uint64_t> queued{0}, done{0};
   bool uva = false;           // unified addressing: pinned host memory has one address
   // diff: per page counts and their prefix sums (np each), scan scratch
   uint32_t *gcount = nullptr, *pflag = nullptr, *goff = nullptr, *poff = nullptr;
@@ -85,6 +94,13 @@ struct Stream {
   uint64_t *ddata = nullptr, *hdata = nullptr;
   size_t pages_cap = 0, data_cap = 0; // elements
 };
+
+// The number of work just queued on s (after the call that queued it: a
+// wait that sees the number began after the work was on the stream).
+uint64_t number(Stream *s) { return s->queued.fetch_add(1, std::memory_order_acq_rel) + 1; }
+
+// Whether work numbered `used` may still run.
+bool busy(const Stream *s, uint64_t used) { return used > s->done.load(std::memory_order_acquire); }
 
 // Makes device d current; returns the device to restore (-1: none, it was
 // d already).  Any thread may commit (pool threads and a program's own
@@ -500,18 +516,19 @@ int c_wait(void *p, uint64_t e) {
   (void)e; // the stream is in order: everything queued so far covers e
   Stream *s = (Stream *)p;
   OnDevice on(s->device);
+  uint64_t q = s->queued.load(std::memory_order_acquire);
   int rc = cuda_err(cudaStreamSynchronize(s->s), "wait");
-  if (!rc) { // everything queued is done
-    for (Stage &st : s->stage) st.pending = false;
-    s->batch_pending = false;
-  }
+  uint64_t d = s->done.load(std::memory_order_relaxed);
+  while (!rc && d < q && !s->done.compare_exchange_weak(d, q, std::memory_order_acq_rel)) {
+  } // everything numbered up to q is done
   return rc;
 }
 
 // Before the batch is written again: its copies must be done (in a
 // program that waits for its mirrors, they are, and this costs nothing).
 int c_settle(void *p) {
-  return ((Stream *)p)->batch_pending ? c_wait(p, 0) : MMSB_OK;
+  Stream *s = (Stream *)p;
+  return busy(s, s->batch_used) ? c_wait(p, 0) : MMSB_OK;
 }
 
 // The bus's batch in pinned memory (device.h, mmsb_mem): apply copies a
@@ -549,7 +566,7 @@ const mmsb_mem pinned_mem = {pinned_alloc, pinned_release};
 // Stage st, for epoch `epoch`, with room for `need` bytes: its last epoch
 // must be done with it (c_wait saw to that, or this does).
 int stage_reserve(Stream *s, Stage &st, uint64_t epoch, size_t need) {
-  int rc = st.pending ? c_wait(s, epoch) : MMSB_OK;
+  int rc = busy(s, st.used) ? c_wait(s, epoch) : MMSB_OK;
   if (rc || need <= st.cap) return rc;
   cudaFreeHost(st.host);
   cudaFree(st.dev);
@@ -567,7 +584,6 @@ int stage_reserve(Stream *s, Stage &st, uint64_t epoch, size_t need) {
 // NULL (one delta a page).  st: the stage that holds the offsets.
 int launch(Stream *s, Stage &st, const uint8_t *bytes, size_t blen, bool mapped, void *dptr,
            size_t size, const uint32_t *offs, const uint32_t *group, uint32_t ng) {
-  st.pending = true; // the kernel reads the stage (host memory when mapped)
   if (!group && blen <= (size_t)ng * LANE_AVG) {
     uint32_t blocks = (ng + WARPS * 32 - 1) / (WARPS * 32);
     if (mapped)
@@ -581,7 +597,9 @@ int launch(Stream *s, Stage &st, const uint8_t *bytes, size_t blen, bool mapped,
     apply_kernel<<<(ng + WARPS - 1) / WARPS, WARPS * 32, 0, s->s>>>((uint8_t *)dptr, size, bytes,
                                                                     blen, mapped, offs, group, ng);
   }
-  return cuda_err(cudaGetLastError(), "apply kernel");
+  int rc = cuda_err(cudaGetLastError(), "apply kernel");
+  st.used = number(s); // the kernel reads the stage (host memory when mapped)
+  return rc;
 }
 
 // The stage's bytes and offsets as the kernel addresses them.
@@ -607,9 +625,10 @@ bool in_place(const Stream *s, bool pinned, const uint8_t *bytes, size_t len) {
 // stage st: the next commit waits for it before writing the batch.
 int launch_in_place(Stream *s, Stage &st, const uint8_t *bytes, size_t len, void *dptr,
                     size_t size, size_t n, uint32_t ng, bool one_per_page) {
-  s->batch_pending = true;
   const uint32_t *offs = (const uint32_t *)(st.mapped + mmsb_stage_offs_at(len));
-  return launch(s, st, bytes, len, true, dptr, size, offs, one_per_page ? nullptr : offs + n, ng);
+  int rc = launch(s, st, bytes, len, true, dptr, size, offs, one_per_page ? nullptr : offs + n, ng);
+  s->batch_used = st.used;
+  return rc;
 }
 
 // Apply of an epoch the fill staged (and sent): c_stage_*.
@@ -663,8 +682,8 @@ int c_apply(void *p, void *dptr, size_t size, const uint8_t *bytes, size_t len,
     if (!rc)
       rc = cuda_err(cudaMemcpyAsync(st.dev + from, st.host + from, need - from, cudaMemcpyHostToDevice,
                                     s->s), "send offsets");
-    st.pending = true; // the copy reads st.host
-    s->batch_pending |= direct;
+    st.used = number(s); // the copies read st.host (and the batch when direct)
+    if (direct) s->batch_used = st.used;
   }
   return rc ? rc : launch_stage(s, st, mapped, dptr, size, len, n, ng, one_per_page);
 }
@@ -685,8 +704,7 @@ int c_stage_begin(void *p, uint64_t epoch, size_t len, size_t n, bool pinned) {
   st.staged_mapped = read_in_place(len, n, need);
   st.staged_direct = pinned && !st.staged_mapped; // pieces: their offsets only
   st.staged_inplace = pinned && st.staged_mapped && s->uva; // so too
-  if (!st.staged_mapped) st.pending = true; // the sends will read st.host
-  return MMSB_OK;
+  return MMSB_OK; // the sends number their copies
 }
 
 void c_stage_piece(void *p, uint64_t epoch, const uint8_t *src, size_t at, size_t len,
@@ -703,12 +721,13 @@ int c_stage_send(void *p, uint64_t epoch, const uint8_t *src, size_t at, size_t 
   if (st.staged_mapped) return MMSB_OK; // the kernel reads it in place
   OnDevice on(s->device);
   size_t o = mmsb_stage_offs_at(st.staged_len) + d * sizeof(uint32_t);
-  s->batch_pending |= st.staged_direct;
   int rc = cuda_err(cudaMemcpyAsync(st.dev + at, st.staged_direct ? src : st.host + at, len,
                                     cudaMemcpyHostToDevice, s->s), "send deltas");
   if (!rc)
     rc = cuda_err(cudaMemcpyAsync(st.dev + o, st.host + o, nd * sizeof(uint32_t),
                                   cudaMemcpyHostToDevice, s->s), "send offsets");
+  st.used = number(s); // they read st.host (and the batch when direct)
+  if (st.staged_direct) s->batch_used = st.used;
   return rc;
 }
 

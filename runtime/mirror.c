@@ -24,7 +24,9 @@ struct mmsb_mirror {
   int device;               /* the CUDA device; -1 on the host backend */
   void *stream;
   void *dptr, *dprev;       /* dprev: the last version, for diffs (GPU outputs) */
-  mmsb_epoch_t applied;     /* the epoch whose deltas it has already */
+  /* The epoch whose deltas it has already (queued on its stream): written
+   * by commits, read by mmsb_mirror_wait on any thread. */
+  _Atomic mmsb_epoch_t applied;
   size_t *index;            /* the region's deltas, when the batch's index won't do */
   size_t cap_index;
   unsigned sink_id;

@@ -7,6 +7,8 @@
 #include "internal.h"
 
 #include <pthread.h>
+#include <sched.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 
 static uint64_t seed;
@@ -457,6 +459,67 @@ static void test_two_buses(int epochs) {
   printf("two buses at once: %d epochs each, %d and %d mismatches\n", epochs, runs[0].bad, runs[1].bad);
 }
 
+/* A thread that waits for the mirror while another commits: each epoch the
+ * committing thread has returned from is one the mirror can be waited for,
+ * from any thread, and the waits do not make the commits lose track of
+ * work still in flight (the mirror equals the region at the end, after
+ * epochs large enough for staging and small ones read in place). */
+typedef struct waiter_run {
+  mmsb_mirror *m;
+  _Atomic mmsb_epoch_t published; /* committed and returned */
+  _Atomic int stop;
+  int waits, failed;
+} waiter_run;
+
+static void *waiter_thread(void *arg) {
+  waiter_run *w = arg;
+  mmsb_epoch_t last = 0;
+  while (!atomic_load(&w->stop)) {
+    mmsb_epoch_t e = atomic_load(&w->published);
+    if (e == last) {
+      sched_yield();
+      continue;
+    }
+    if (mmsb_mirror_wait(w->m, e)) w->failed++;
+    w->waits++;
+    last = e;
+  }
+  return NULL;
+}
+
+static void test_waiter_thread(int epochs) {
+  enum { RS = 1 << 22 };
+  mmsb_bus *bus;
+  mmsb_region *r;
+  waiter_run w = {0};
+  CHECK_OK(mmsb_bus_open(NULL, &bus));
+  CHECK_OK(mmsb_region_create(bus, "waited", RS, 0, &r));
+  CHECK_OK(mmsb_mirror_create(r, device, &w.m));
+  uint8_t *d = mmsb_region_data(r), *back = malloc(RS);
+  pthread_t t;
+  CHECK(back && pthread_create(&t, NULL, waiter_thread, &w) == 0);
+  for (int e = 1; e <= epochs; e++) {
+    int n = e % 7 == 0 ? 60000 : e % 3 == 0 ? 5000 : (int)rng_below(&seed, 400);
+    for (int s = 0; s < n; s++) {
+      size_t off = rng_below(&seed, RS / 8) * 8;
+      d[off] ^= (uint8_t)(s + 1);
+      mmsb_touch(d + off, 8);
+    }
+    mmsb_epoch_t got;
+    CHECK_OK(mmsb_commit(bus, &got));
+    atomic_store(&w.published, got);
+  }
+  atomic_store(&w.stop, 1);
+  pthread_join(t, NULL);
+  CHECK(w.failed == 0);
+  CHECK_OK(mmsb_mirror_wait(w.m, mmsb_epoch(bus)));
+  CHECK_OK(mmsb_mirror_download(w.m, back));
+  CHECK(memcmp(back, d, RS) == 0);
+  printf("a waiting thread: %d epochs, %d waits, %d failed\n", epochs, w.waits, w.failed);
+  free(back);
+  CHECK_OK(mmsb_bus_close(bus));
+}
+
 /* A device number the machine lacks: the host backend where there is no
  * GPU (or no CUDA in the build), so that a program written for a GPU runs
  * anywhere; MMSB_ENODEV where there are GPUs (test_gpu checks the rest of
@@ -484,6 +547,7 @@ int main(int argc, char **argv) {
   test_one_region(40 * test_scale());
   test_sparse_pages(8 * test_scale());
   test_two_buses(40 * test_scale());
+  test_waiter_thread(60 * test_scale());
   test_diff(60 * test_scale());
   if (device < 0) test_gpu_node_feeds_cpu();
   return check_done(device < 0 ? "test_mirror host" : "test_mirror gpu");
