@@ -11,8 +11,12 @@
 #include <string.h>
 
 /* The host "stream": the diff's output arrays, reused, and staging (the
- * CUDA backend's layout: bytes, then 32-bit offsets) for staged epochs. */
+ * CUDA backend's layout: bytes, then 32-bit offsets) for staged epochs.
+ * mu orders what a CUDA stream orders: an apply or a diff (on the
+ * committing thread) against a copy such as mmsb_mirror_download (on any
+ * thread), which then sees the copy between epochs, never halfway. */
 typedef struct host_stream {
+  pthread_mutex_t mu;
   mmsb_diff_page *pages;
   uint64_t *data;
   size_t cap_pages, cap_data;
@@ -23,8 +27,11 @@ typedef struct host_stream {
 
 static int h_open(int device, void **stream) {
   (void)device;
-  *stream = calloc(1, sizeof(host_stream));
-  return *stream ? MMSB_OK : mmsb_fail(MMSB_ENOMEM, "host mirror stream");
+  host_stream *h = calloc(1, sizeof(host_stream));
+  if (!h) return mmsb_fail(MMSB_ENOMEM, "host mirror stream");
+  pthread_mutex_init(&h->mu, NULL);
+  *stream = h;
+  return MMSB_OK;
 }
 static void h_close(void *stream) {
   host_stream *h = stream;
@@ -32,6 +39,7 @@ static void h_close(void *stream) {
   free(h->pages);
   free(h->data);
   free(h->stage);
+  pthread_mutex_destroy(&h->mu);
   free(h);
 }
 /* A large copy gets huge pages, as regions do: deltas land on pages all
@@ -48,8 +56,10 @@ static void h_free(void *s, void *p) {
   free(p);
 }
 static int h_copy(void *s, void *dst, const void *src, size_t n) {
-  (void)s;
+  host_stream *h = s;
+  pthread_mutex_lock(&h->mu);
   memcpy(dst, src, n);
+  pthread_mutex_unlock(&h->mu);
   return MMSB_OK;
 }
 
@@ -129,9 +139,9 @@ static void apply_list(const delta_list *l, bool one_per_page, int threads) {
 
 /* A staged epoch is applied from the staging, through its offsets, as the
  * CUDA kernel reads it: CI tests what the threads staged. */
-static int h_apply(void *s, void *dptr, size_t size, const uint8_t *bytes, size_t len,
-                   const size_t *index, size_t base, size_t n, bool one_per_page,
-                   uint64_t epoch, int threads, bool staged, bool pinned) {
+static int apply_epoch(void *s, void *dptr, size_t size, const uint8_t *bytes, size_t len,
+                       const size_t *index, size_t base, size_t n, bool one_per_page,
+                       uint64_t epoch, int threads, bool staged, bool pinned) {
   host_stream *h = s;
   (void)pinned;
   if (staged && h->stage_epoch == epoch && h->stage_len == len && h->stage_n == n) {
@@ -176,7 +186,7 @@ static int h_wait(void *s, uint64_t e) { (void)s; (void)e; return MMSB_OK; }
 
 /* The diff kernels' work on the CPU: the changed granules of each page,
  * appended in order; prev takes the new bytes. */
-static int h_diff(void *s, void *cur, void *prev, size_t size, mmsb_diff *out) {
+static int diff_pages(void *s, void *cur, void *prev, size_t size, mmsb_diff *out) {
   host_stream *h = s;
   uint8_t *c = cur, *p = prev;
   size_t np = (size + MMSB_PAGE_SIZE - 1) / MMSB_PAGE_SIZE, npg = 0, ng = 0;
@@ -207,6 +217,25 @@ static int h_diff(void *s, void *cur, void *prev, size_t size, mmsb_diff *out) {
 static void *h_native(void *s) { (void)s; return NULL; }
 static int h_enter(void *s) { (void)s; return -1; }
 static void h_leave(int token) { (void)token; }
+
+/* apply and diff under the stream's mu (host_stream says why). */
+static int h_apply(void *s, void *dptr, size_t size, const uint8_t *bytes, size_t len,
+                   const size_t *index, size_t base, size_t n, bool one_per_page,
+                   uint64_t epoch, int threads, bool staged, bool pinned) {
+  host_stream *h = s;
+  pthread_mutex_lock(&h->mu);
+  int rc = apply_epoch(s, dptr, size, bytes, len, index, base, n, one_per_page, epoch, threads,
+                       staged, pinned);
+  pthread_mutex_unlock(&h->mu);
+  return rc;
+}
+static int h_diff(void *s, void *cur, void *prev, size_t size, mmsb_diff *out) {
+  host_stream *h = s;
+  pthread_mutex_lock(&h->mu);
+  int rc = diff_pages(s, cur, prev, size, out);
+  pthread_mutex_unlock(&h->mu);
+  return rc;
+}
 
 const mmsb_dev_ops mmsb_dev_host = {"host",   h_open,        h_close,       h_alloc,
                                     h_free,   h_copy,        h_copy,        h_copy,

@@ -366,11 +366,14 @@ typedef struct mmsb_mirror mmsb_mirror;
  * not this one, or it failed; MMSB_ENOMEM: the device lacks the memory for
  * the copy.  Either way the bus and its other mirrors go on as before. */
 int mmsb_mirror_create(mmsb_region *r, int device, mmsb_mirror **out);
-/* Blocks until the mirror holds epoch e (or later). */
+/* Blocks until the mirror holds epoch e (or later): an epoch whose commit
+ * returned (MMSB_ERANGE for a later one).  Any thread may wait, and
+ * download, while another commits. */
 int mmsb_mirror_wait(mmsb_mirror *m, mmsb_epoch_t e);
 /* The device address of the copy (a host address on the host backend). */
 void *mmsb_mirror_device_ptr(const mmsb_mirror *m);
-/* Copies the mirror's bytes to host memory (after the work queued so far). */
+/* Copies the mirror's bytes to host memory (after the work queued so far:
+ * the copy as of some epoch, never one halfway applied). */
 int mmsb_mirror_download(mmsb_mirror *m, void *dst);
 /* "cuda" or "host". */
 const char *mmsb_mirror_backend(const mmsb_mirror *m);

@@ -459,16 +459,18 @@ static void test_two_buses(int epochs) {
   printf("two buses at once: %d epochs each, %d and %d mismatches\n", epochs, runs[0].bad, runs[1].bad);
 }
 
-/* A thread that waits for the mirror while another commits: each epoch the
- * committing thread has returned from is one the mirror can be waited for,
- * from any thread, and the waits do not make the commits lose track of
- * work still in flight (the mirror equals the region at the end, after
- * epochs large enough for staging and small ones read in place). */
+/* A thread that waits for the mirror, and now and then downloads it, while
+ * another commits: each epoch the committing thread has returned from is
+ * one the mirror can be waited for, from any thread, and the waits do not
+ * make the commits lose track of work still in flight (the mirror equals
+ * the region at the end, after epochs large enough for staging and small
+ * ones read in place). */
 typedef struct waiter_run {
   mmsb_mirror *m;
   _Atomic mmsb_epoch_t published; /* committed and returned */
   _Atomic int stop;
   int waits, failed;
+  uint8_t *copy; /* what the waiter downloads now and then */
 } waiter_run;
 
 static void *waiter_thread(void *arg) {
@@ -481,7 +483,7 @@ static void *waiter_thread(void *arg) {
       continue;
     }
     if (mmsb_mirror_wait(w->m, e)) w->failed++;
-    w->waits++;
+    if (w->waits++ % 4 == 0 && mmsb_mirror_download(w->m, w->copy)) w->failed++;
     last = e;
   }
   return NULL;
@@ -496,8 +498,9 @@ static void test_waiter_thread(int epochs) {
   CHECK_OK(mmsb_region_create(bus, "waited", RS, 0, &r));
   CHECK_OK(mmsb_mirror_create(r, device, &w.m));
   uint8_t *d = mmsb_region_data(r), *back = malloc(RS);
+  w.copy = malloc(RS);
   pthread_t t;
-  CHECK(back && pthread_create(&t, NULL, waiter_thread, &w) == 0);
+  CHECK(back && w.copy && pthread_create(&t, NULL, waiter_thread, &w) == 0);
   for (int e = 1; e <= epochs; e++) {
     int n = e % 7 == 0 ? 60000 : e % 3 == 0 ? 5000 : (int)rng_below(&seed, 400);
     for (int s = 0; s < n; s++) {
@@ -517,6 +520,7 @@ static void test_waiter_thread(int epochs) {
   CHECK(memcmp(back, d, RS) == 0);
   printf("a waiting thread: %d epochs, %d waits, %d failed\n", epochs, w.waits, w.failed);
   free(back);
+  free(w.copy);
   CHECK_OK(mmsb_bus_close(bus));
 }
 
