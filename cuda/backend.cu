@@ -99,6 +99,13 @@ struct Stream {
 // wait that sees the number began after the work was on the stream).
 uint64_t number(Stream *s) { return s->queued.fetch_add(1, std::memory_order_acq_rel) + 1; }
 
+// Numbers the work just queued that reads stage st, and the batch too
+// when it reads the batch.
+void queued(Stream *s, Stage &st, bool reads_batch) {
+  st.used = number(s);
+  if (reads_batch) s->batch_used = st.used;
+}
+
 // Whether work numbered `used` may still run.
 bool busy(const Stream *s, uint64_t used) { return used > s->done.load(std::memory_order_acquire); }
 
@@ -598,7 +605,7 @@ int launch(Stream *s, Stage &st, const uint8_t *bytes, size_t blen, bool mapped,
                                                                     blen, mapped, offs, group, ng);
   }
   int rc = cuda_err(cudaGetLastError(), "apply kernel");
-  st.used = number(s); // the kernel reads the stage (host memory when mapped)
+  queued(s, st, false); // the kernel reads the stage (host memory when mapped)
   return rc;
 }
 
@@ -682,8 +689,7 @@ int c_apply(void *p, void *dptr, size_t size, const uint8_t *bytes, size_t len,
     if (!rc)
       rc = cuda_err(cudaMemcpyAsync(st.dev + from, st.host + from, need - from, cudaMemcpyHostToDevice,
                                     s->s), "send offsets");
-    st.used = number(s); // the copies read st.host (and the batch when direct)
-    if (direct) s->batch_used = st.used;
+    queued(s, st, direct); // the copies read st.host (and the batch when direct)
   }
   return rc ? rc : launch_stage(s, st, mapped, dptr, size, len, n, ng, one_per_page);
 }
@@ -726,8 +732,7 @@ int c_stage_send(void *p, uint64_t epoch, const uint8_t *src, size_t at, size_t 
   if (!rc)
     rc = cuda_err(cudaMemcpyAsync(st.dev + o, st.host + o, nd * sizeof(uint32_t),
                                   cudaMemcpyHostToDevice, s->s), "send offsets");
-  st.used = number(s); // they read st.host (and the batch when direct)
-  if (st.staged_direct) s->batch_used = st.used;
+  queued(s, st, st.staged_direct); // they read st.host (and the batch when direct)
   return rc;
 }
 

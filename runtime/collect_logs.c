@@ -246,8 +246,7 @@ static size_t lone_runs(const lcol *c, const unit *u, delta_out *k, size_t i) {
     uintptr_t g0 = rs[i].g0, g1 = rs[i].g1;
     if (g0 < r0 || g1 > whole || g1 - g0 > 2) break;
     size_t pg = (g0 - r0) / GRANS_PER_PAGE;
-    if ((g1 - 1 - r0) / GRANS_PER_PAGE != pg ||
-        (i + 1 < u->r1 && (rs[i + 1].g0 - r0) / GRANS_PER_PAGE == pg))
+    if ((g1 - 1 - r0) / GRANS_PER_PAGE != pg || !alone(c, u, i, r0, pg))
       break; /* across pages, or not alone in its page */
     uint32_t off = (uint32_t)((g0 - r0) % GRANS_PER_PAGE) * MMSB_GRANULE;
     mmsb_lone_put(&cur, r->id, pg, off, (uint32_t)(g1 - g0) * MMSB_GRANULE,
