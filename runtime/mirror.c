@@ -211,7 +211,9 @@ int mmsb_mirror_create(mmsb_region *r, int device, mmsb_mirror **out) {
   if (!r || !out) return mmsb_fail(MMSB_EINVAL, "NULL argument");
   mmsb_bus *bus = r->bus;
   if (mmsb_refuse_inside(bus, "mmsb_mirror_create")) return MMSB_EBUSY;
-  if (device < 0) device = bus->cfg.device;
+  if (device < -1) /* a typo or an unset variable, not "the bus's device" */
+    return mmsb_fail(MMSB_EINVAL, "device %d (-1 is the bus's MMSB_DEVICE)", device);
+  if (device == -1) device = bus->cfg.device;
   mmsb_mirror *m = calloc(1, sizeof *m);
   if (!m) return mmsb_fail(MMSB_ENOMEM, "mirror");
   m->bus = bus;

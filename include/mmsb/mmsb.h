@@ -344,7 +344,8 @@ int mmsb_graph_dot(mmsb_bus *bus, FILE *f);
 
 typedef struct mmsb_mirror mmsb_mirror;
 
-/* A copy of region r on a CUDA device (device -1: the bus's MMSB_DEVICE),
+/* A copy of region r on a CUDA device (device -1: the bus's MMSB_DEVICE;
+ * below -1 is MMSB_EINVAL),
  * uploaded now and kept at the bus's epoch by every commit: the region's
  * deltas are copied to the device asynchronously and applied by a kernel on
  * the mirror's stream (an epoch of up to MMSB_ZERO_COPY bytes of staging,

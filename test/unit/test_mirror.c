@@ -539,6 +539,9 @@ static void test_device_numbers(void) {
   int rc = mmsb_mirror_create(r, 1000, &m);
   if (gpus) CHECK(rc == MMSB_ENODEV && m == NULL && strstr(mmsb_last_error(), "CUDA device 1000"));
   else CHECK(rc == MMSB_OK && m && !strcmp(mmsb_mirror_backend(m), "host"));
+  mmsb_mirror *bad = NULL; /* below -1 is a mistake on every machine */
+  CHECK_FAILS(mmsb_mirror_create(r, -2, &bad), MMSB_EINVAL);
+  CHECK(bad == NULL && strstr(mmsb_last_error(), "device -2"));
   CHECK_OK(mmsb_bus_close(bus));
 }
 
