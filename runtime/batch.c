@@ -14,7 +14,7 @@
  * doubles (from 16); returns the (maybe moved) array, or NULL with arr
  * untouched when memory is short.  One helper for every growing table. */
 void *mmsb_grow(void *arr, size_t *cap, size_t need, size_t elem) {
-  if (need <= *cap) return arr;
+  if (need <= *cap && arr) return arr; /* need 0 of nothing yet: not NULL */
   size_t c = *cap ? *cap : 16;
   while (c < need) {
     if (c > SIZE_MAX / 2 / elem) return NULL;

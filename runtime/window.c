@@ -173,15 +173,38 @@ void mmsb_shadow_prefault(int w, uintptr_t off, size_t len) {
   for (size_t i = 0; i < n; i += MMSB_PAGE_SIZE) g[i] = 0;
 }
 
+/* Zeroes n bytes of a bitmap.  Whole pages of a large span go back to the
+ * kernel instead (the maps are private anonymous memory, so they read as
+ * zeros again): the granule map of a 256 GiB region is 4 GiB, which a
+ * memset wrote and kept resident at every destroy (and a corrupt log's
+ * region record of a few bytes could ask for one).  Only pages wholly
+ * inside the span are dropped, so no other region's bits are lost. */
+static void zero_map(uint8_t *p, size_t n) {
+  uintptr_t a = ((uintptr_t)p + MMSB_PAGE_SIZE - 1) & ~(uintptr_t)(MMSB_PAGE_SIZE - 1);
+  uintptr_t b = ((uintptr_t)p + n) & ~(uintptr_t)(MMSB_PAGE_SIZE - 1);
+  if (b <= a || b - a < ((size_t)1 << 20) || madvise((void *)a, b - a, MADV_DONTNEED)) {
+    memset(p, 0, n);
+    return;
+  }
+  memset(p, 0, a - (uintptr_t)p);
+  memset((void *)b, 0, (uintptr_t)p + n - b);
+}
+
+/* Clears bits [a, b) of a bitmap. */
+static void clear_bits(uint64_t *m, size_t a, size_t b) {
+  for (; a < b && (a & 63); a++) m[a >> 6] &= ~((uint64_t)1 << (a & 63));
+  size_t whole = (b - a) >> 6; /* 0 when a reached b above */
+  if (a < b) zero_map((uint8_t *)&m[a >> 6], whole * 8);
+  for (a += whole << 6; a < b; a++) m[a >> 6] &= ~((uint64_t)1 << (a & 63));
+}
+
 void mmsb_shadow_clear(int w, uintptr_t off, size_t len) {
   /* Entries for this range may still sit in other threads' logs; folded
    * later they only mark bytes that a later region here will send unchanged
    * (a mark too many is harmless, a missed one is not). */
   pthread_mutex_lock(&mmsb_mark_lock);
-  memset((uint8_t *)mmsb_maps[w].gran + (off >> (GRAN_SHIFT + 3)), 0,
-         len >> (GRAN_SHIFT + 3));
-  for (size_t pg = off >> PAGE_SHIFT; pg < (off + len) >> PAGE_SHIFT; pg++)
-    mmsb_maps[w].pages[pg >> 6] &= ~((uint64_t)1 << (pg & 63));
+  zero_map((uint8_t *)mmsb_maps[w].gran + (off >> (GRAN_SHIFT + 3)), len >> (GRAN_SHIFT + 3));
+  clear_bits(mmsb_maps[w].pages, off >> PAGE_SHIFT, (off + len) >> PAGE_SHIFT);
   /* Summary bits are a hint: a stale one costs a look at one zero word. */
   pthread_mutex_unlock(&mmsb_mark_lock);
 }

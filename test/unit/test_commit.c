@@ -6,6 +6,8 @@
 #include "mmsb_abi.h"
 
 #include <pthread.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 static uint64_t seed;
 
@@ -476,6 +478,71 @@ static void test_interleaved_buses(void) {
   CHECK_OK(mmsb_bus_close(B));
 }
 
+/* Destroying a region clears its dirty bits and no one else's.  B's middle
+ * region is large (its granule map is dropped a page at a time, not
+ * zeroed) and ends mid-page, so the region after it shares a page of the
+ * granule map and a word of the page map with it (in a process that has
+ * freed no region, a small one follows a large one directly; main runs
+ * this test in a process of its own).  Marks go to the
+ * bitmaps when A's commit folds B's log entries for it. */
+static void test_destroy_clears_own_bits(void) {
+  mmsb_bus *A, *B;
+  mmsb_region *a, *r[3];
+  const size_t sizes[3] = {8192, (256u << 20) + 3 * 4096, 8192};
+  CHECK_OK(mmsb_bus_open(NULL, &A));
+  CHECK_OK(mmsb_bus_open(NULL, &B));
+  CHECK_OK(mmsb_region_create(A, "a", 4096, 0, &a));
+  CHECK_OK(mmsb_region_create(B, "r0", sizes[0], 0, &r[0]));
+  CHECK_OK(mmsb_region_create(B, "r1", sizes[1], 0, &r[1]));
+  uint8_t *end1 = (uint8_t *)mmsb_region_data(r[1]) + sizes[1];
+  CHECK_OK(mmsb_region_create(B, "r2", sizes[2], 0, &r[2]));
+  CHECK(mmsb_region_data(r[2]) == end1);
+  CHECK_OK(mmsb_commit(A, NULL));
+  CHECK_OK(mmsb_commit(B, NULL));
+  for (int round = 0; round < 2; round++) {
+    for (int i = 0; i < 3; i++) { /* the first and last page of each */
+      uint64_t *p = mmsb_region_data(r[i]);
+      size_t last = sizes[i] / 8 - 1;
+      p[0] = p[last] = 7 + (uint64_t)round;
+      __mmsb_store8(&p[0]);
+      __mmsb_store8(&p[last]);
+    }
+    CHECK_OK(mmsb_commit(A, NULL)); /* B's entries into the bitmaps */
+    CHECK_OK(mmsb_region_destroy(r[1]));
+    CHECK_OK(mmsb_commit(B, NULL));
+    const mmsb_batch *b = mmsb_last_batch(B); /* r0's and r2's two pages */
+    CHECK(mmsb_batch_count(b) == 4);
+    for (size_t k = 0; k < mmsb_batch_count(b); k++) {
+      mmsb_delta d;
+      CHECK_OK(mmsb_batch_delta(b, k, &d));
+      CHECK(d.region_id == mmsb_region_id(r[k < 2 ? 0 : 2]) && d.page == k % 2);
+    }
+    /* Made again in its place, it has no marks. */
+    CHECK_OK(mmsb_region_create(B, "r1", sizes[1], 0, &r[1]));
+    CHECK((uint8_t *)mmsb_region_data(r[1]) + sizes[1] == end1);
+    CHECK_OK(mmsb_commit(B, NULL));
+    CHECK(mmsb_batch_count(mmsb_last_batch(B)) == 0);
+    /* A store at the start of its last page: one run, without the word
+     * at the end that the old region stored to. */
+    uint64_t *w = (uint64_t *)(end1 - 4096);
+    *w = 1;
+    __mmsb_store8(w);
+    CHECK_OK(mmsb_commit(A, NULL));
+    CHECK_OK(mmsb_commit(B, NULL));
+    mmsb_delta d;
+    uint32_t cursor = 0;
+    mmsb_run run;
+    CHECK(mmsb_batch_count(mmsb_last_batch(B)) == 1);
+    CHECK_OK(mmsb_batch_delta(mmsb_last_batch(B), 0, &d));
+    CHECK(d.page == sizes[1] / 4096 - 1 && mmsb_delta_next_run(&d, &cursor, &run) == 1);
+    CHECK(run.offset == 0 && run.length == 8 && mmsb_delta_next_run(&d, &cursor, &run) == 0);
+  }
+  CHECK_OK(mmsb_bus_close(A));
+  CHECK_OK(mmsb_bus_close(B));
+  printf("destroy: a region of %zu bytes between two of %zu, its bits alone cleared (%d checks)\n",
+         sizes[1], sizes[0], check_count);
+}
+
 /* Two buses: a commit of one takes every thread's log entries; the other
  * bus's must reach it (MMSB_VERIFY: no changed byte without a delta). */
 static void test_two_buses(int epochs) {
@@ -655,12 +722,28 @@ static void test_accumulate_args(void) {
   CHECK_OK(mmsb_bus_close(bus));
 }
 
+/* Runs test in a child process, which counts its checks as this one does;
+ * its failures become this process's.  Called before any thread starts. */
+static void in_own_process(void (*test)(void)) {
+  fflush(stdout);
+  pid_t pid = fork();
+  if (pid == 0) {
+    test();
+    fflush(stdout);
+    _exit(check_failures ? 1 : 0);
+  }
+  int status = 0;
+  CHECK(pid > 0 && waitpid(pid, &status, 0) == pid);
+  CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+}
+
 int main(void) {
   /* Several checks count the epochs collected from the mark logs, so the
    * logs must hold a whole test epoch: the default limit, whatever the
    * environment says (it is read once, at the first store). */
   unsetenv("MMSB_MARK_LOG");
   seed = test_seed();
+  in_own_process(test_destroy_clears_own_bits);
   test_interleaved_buses(); /* first: regions in creation order, no holes */
   test_tiny_batches(100 * test_scale());
   test_random_epochs(400 * test_scale());
