@@ -140,6 +140,17 @@ out:
   return rc;
 }
 
+/* Whether `stored` bytes can be the zstd frame of a region of `size`
+ * bytes, checked before the region is made: the frame's header must say
+ * `size` (ZSTD_compress writes it), and RFC 8878 bounds what a frame can
+ * hold: a block yields at most 128 KiB and takes at least 4 bytes (an RLE
+ * block).  Without this, a corrupt header of a few bytes made recovery
+ * allocate and hash a region of hundreds of GiB before the frame failed. */
+static bool zstd_fits(const uint8_t *frame, uint64_t stored, uint64_t size) {
+  unsigned long long fcs = ZSTD_getFrameContentSize(frame, stored);
+  return fcs == size && size / (128u << 10) <= stored / 4;
+}
+
 /* Loads one checkpoint file into bus (which has no regions yet). */
 static int load_one(mmsb_bus *bus, int dirfd, const char *name, mmsb_epoch_t *epoch) {
   int fd = openat(dirfd, name, O_RDONLY | O_CLOEXEC);
@@ -191,6 +202,11 @@ static int load_one(mmsb_bus *bus, int dirfd, const char *name, mmsb_epoch_t *ep
     memcpy(rname, p + off, nl);
     rname[nl] = 0;
     off += nl;
+    if ((flags & MMSB_CKPT_ZSTD) && !zstd_fits(p + off, stored, size)) {
+      rc = mmsb_fail(MMSB_ECORRUPT, "%s: region '%s' of %llu bytes in a zstd frame of %llu",
+                     name, rname, (unsigned long long)size, (unsigned long long)stored);
+      break;
+    }
     mmsb_region *r;
     if ((rc = mmsb_region_recover(bus, id, rname, size, &r))) break;
     if (flags & MMSB_CKPT_ZSTD) {

@@ -2,7 +2,11 @@
  * corrupt files, a full disk, and SIGKILL at random moments.  Every check
  * compares against an independent model of the state. */
 #include "check.h"
+#include "hash.h"
 
+#include <mmsb/format.h>
+
+#include <dirent.h>
 #include <errno.h>
 #include <stdbool.h>
 #include <fcntl.h>
@@ -357,6 +361,108 @@ static void test_crash(int kills) {
   printf("crash: %d kills, %d wrong, %d behind the last reported epoch\n", kills, bad, behind);
 }
 
+/* The name of dir's first file that starts with prefix ("" if none). */
+static const char *first_file(const char *prefix) {
+  static char name[256];
+  name[0] = 0;
+  DIR *d = opendir(dir);
+  struct dirent *e;
+  while (d && (e = readdir(d)))
+    if (!strncmp(e->d_name, prefix, strlen(prefix)) && (!name[0] || strcmp(e->d_name, name) < 0))
+      snprintf(name, sizeof name, "%s", e->d_name);
+  if (d) closedir(d);
+  return name;
+}
+
+/* Files whose checksums hold but whose region sizes are out of all
+ * proportion to them (a writer's bug, or a file made to do harm), as
+ * fuzz/fuzz_log.c found them: before, each made recovery write 4-6 GiB of
+ * bitmaps and take 12-14 s.  A zstd checkpoint whose region says 256 GiB
+ * is refused before the region is made (its frame cannot hold that); a
+ * segment's region record may say it (that is how such a region is
+ * logged), and the region is made and dropped without its bitmaps being
+ * written.  A zstd checkpoint of a real 256 MiB region of zeros (a frame
+ * of ~8 KiB) still loads. */
+static void test_huge_claims(void) {
+  const uint64_t huge = (uint64_t)1 << 38;
+  mmsb_config cfg;
+  mmsb_config_init(&cfg);
+  cfg.dir = dir;
+  cfg.compress = 1;
+  mmsb_bus *bus;
+  mmsb_recovery rec;
+  /* The checkpoint: region a's size, and the file's checksum made right. */
+  rmdir_all();
+  write_epochs(21, 1, 3, MMSB_SYNC_NONE);
+  CHECK_OK(mmsb_bus_open(&cfg, &bus));
+  CHECK_OK(mmsb_checkpoint(bus));
+  CHECK_OK(mmsb_bus_close(bus));
+  const char *ckpt = first_file("ckpt-");
+  size_t len = 0;
+  uint8_t *f = slurp(ckpt, &len);
+  CHECK(f && len > MMSB_CKPT_HDR + MMSB_CKPT_REGION_HDR + 8);
+  if (!f) return;
+  memcpy(f + MMSB_CKPT_HDR + 8, &huge, 8);
+  uint64_t sum = mmsb_xxh3(f, len - 8);
+  memcpy(f + len - 8, &sum, 8);
+  spill(ckpt, f, len);
+  free(f);
+  CHECK_OK(mmsb_bus_open(&cfg, &bus)); /* the checkpoint skipped, as a bad one is */
+  CHECK_OK(mmsb_recovery_info(bus, &rec));
+  CHECK(strstr(rec.detail, "skipped bad checkpoint") && strstr(rec.detail, "zstd frame"));
+  CHECK_OK(mmsb_bus_close(bus));
+  /* The segment: region a's record. */
+  rmdir_all();
+  write_epochs(21, 1, 3, MMSB_SYNC_NONE);
+  const char *seg = first_file("seg-");
+  f = slurp(seg, &len);
+  CHECK(f != NULL);
+  int changed = 0;
+  for (size_t off = MMSB_SEG_HDR; f && off + MMSB_REC_HDR <= len;) {
+    uint16_t type;
+    uint64_t plen;
+    memcpy(&type, f + off + 4, 2);
+    memcpy(&plen, f + off + 16, 8);
+    if (plen > len - off - MMSB_REC_HDR) break;
+    uint8_t *pl = f + off + MMSB_REC_HDR;
+    if (type == MMSB_REC_REGION && plen >= 18 && !memcmp(pl + 18, "a", 1) && !(pl[4] & 1)) {
+      memcpy(pl + 8, &huge, 8);
+      const void *parts[2] = {f + off, pl};
+      size_t lens[2] = {24, (size_t)plen};
+      sum = mmsb_xxh3_parts(parts, lens, 2);
+      memcpy(f + off + 24, &sum, 8);
+      changed++;
+    }
+    off += MMSB_REC_HDR + plen;
+  }
+  CHECK(changed == 1);
+  if (f) spill(seg, f, len);
+  free(f);
+  mmsb_region *a;
+  CHECK_OK(mmsb_replay(dir, 0, &bus));
+  CHECK_OK(mmsb_region_find(bus, "a", &a));
+  CHECK(mmsb_region_size(a) == huge && mmsb_epoch(bus) == 3);
+  CHECK_OK(mmsb_bus_close(bus));
+  struct rusage ru;
+  CHECK(getrusage(RUSAGE_SELF, &ru) == 0 && ru.ru_maxrss < (1 << 20)); /* KiB: under 1 GiB */
+  /* A real region of 256 MiB, compressed. */
+  rmdir_all();
+  CHECK_OK(mmsb_bus_open(&cfg, &bus));
+  CHECK_OK(mmsb_region_create(bus, "z", 256u << 20, 0, &a));
+  ((uint8_t *)mmsb_region_data(a))[12345] = 7;
+  CHECK_OK(mmsb_touch((uint8_t *)mmsb_region_data(a) + 12345, 1));
+  CHECK_OK(mmsb_commit(bus, NULL));
+  CHECK_OK(mmsb_checkpoint(bus));
+  CHECK_OK(mmsb_bus_close(bus));
+  CHECK_OK(mmsb_bus_open(&cfg, &bus));
+  CHECK_OK(mmsb_recovery_info(bus, &rec));
+  CHECK_OK(mmsb_region_find(bus, "z", &a));
+  CHECK(rec.checkpoint_epoch == 1 && ((uint8_t *)mmsb_region_data(a))[12345] == 7);
+  CHECK_OK(mmsb_bus_close(bus));
+  printf("huge claims: a checkpoint's refused, a segment's region of %llu bytes made, "
+         "max RSS %ld KiB\n", (unsigned long long)huge, ru.ru_maxrss);
+}
+
 int main(void) {
   seed = test_seed();
   snprintf(dir, sizeof dir, "/tmp/mmsb-test-log-%d", (int)getpid());
@@ -365,6 +471,7 @@ int main(void) {
   test_checkpoint();
   test_torn_every_offset();
   test_bit_flips(300 * scale);
+  test_huge_claims();
   test_full_disk();
   test_crash(200 * scale);
   rmdir_all();
