@@ -323,7 +323,8 @@ int mmsb_batch_sort(mmsb_batch *b) {
   out->len = 0;
   int rc = mmsb_buf_reserve(out, b->bytes.len);
   if (rc) return rc;
-  qsort_r(b->index, b->count, sizeof *b->index, by_region_page, b->bytes.p);
+  if (b->count) /* (no index yet before a bus's first delta) */
+    qsort_r(b->index, b->count, sizeof *b->index, by_region_page, b->bytes.p);
   b->ordered = 0; /* derived and accumulated deltas are among them now: */
   b->runs = b->whole = 0; /* every delta is counted from its header */
   memcpy(out->p, b->bytes.p, MMSB_BATCH_HDR);

@@ -71,8 +71,8 @@ static bool gather_ordered(const mmsb_mirror *m, const mmsb_batch *b, gathered *
     if (d.region_id == m->r->id) return false;
   }
   size_t lo = ordered_below(b, m->r->id), end = ordered_below(b, m->r->id + 1);
-  g->index = b->index + lo;
   g->n = end - lo;
+  g->index = g->n ? b->index + lo : NULL; /* no index before a bus's first delta */
   g->first = g->n ? b->index[lo] : 0;
   g->len = 0;
   if (g->n) {

@@ -1,0 +1,139 @@
+/*
+ * fuzz_mirror.c - random programs of the mirror API: the input is a
+ * sequence of operations (stores, accumulations of every op and type, a
+ * copying node, mirrors and regions made and destroyed, commits), and
+ * after every commit each mirror must equal its region byte for byte.
+ * Calls that the API refuses (destroying a region that has a mirror,
+ * accumulating past a region's end) must be refused, and the bus must go
+ * on.  The mirrors are on MMSB_DEVICE's backend: the host backend in the
+ * fuzzing build, the CUDA one where the replay runs on a GPU machine.
+ */
+#include <mmsb/mmsb.h>
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+enum { NREG = 4 };
+static const size_t sizes[NREG] = {3 * 4096 + 100, 4096, 64, 40000};
+
+typedef struct prog {
+  const uint8_t *p, *end;
+  mmsb_bus *bus;
+  mmsb_region *r[NREG];
+  mmsb_mirror *m[NREG];
+  mmsb_node *copy; /* r[0] -> r[1]'s first bytes */
+  uint8_t back[40000];
+} prog;
+
+static uint32_t take(prog *g, int bytes) {
+  uint32_t v = 0;
+  for (int i = 0; i < bytes && g->p < g->end; i++) v = v << 8 | *g->p++;
+  return v;
+}
+
+static void fail(const char *what, int k) {
+  fprintf(stderr, "fuzz_mirror: %s (region %d): %s\n", what, k, mmsb_last_error());
+  abort();
+}
+
+static int copy_node(void *ctx) {
+  prog *g = ctx;
+  memcpy(mmsb_region_data(g->r[1]), mmsb_region_data(g->r[0]), 64);
+  return 0;
+}
+
+static void check_mirrors(prog *g, mmsb_epoch_t e) {
+  for (int k = 0; k < NREG; k++) {
+    if (!g->m[k]) continue;
+    if (mmsb_mirror_wait(g->m[k], e) || mmsb_mirror_download(g->m[k], g->back)) fail("wait", k);
+    if (memcmp(g->back, mmsb_region_data(g->r[k]), sizes[k])) fail("mirror differs", k);
+  }
+}
+
+static void store(prog *g, int k) {
+  uint8_t *d = mmsb_region_data(g->r[k]);
+  size_t off = take(g, 2) % sizes[k], len = 1 + take(g, 1) % 64;
+  if (take(g, 1) == 0) len = 1 + take(g, 2) % 9000; /* now and then a long one */
+  if (len > sizes[k] - off) len = sizes[k] - off;
+  uint8_t v = (uint8_t)take(g, 1);
+  for (size_t i = 0; i < len; i++) d[off + i] = (uint8_t)(v + i * 31);
+  if (mmsb_touch(d + off, len)) fail("touch", k);
+}
+
+static void accumulate(prog *g, int k) {
+  static const int types[] = {MMSB_T_U32, MMSB_T_U64, MMSB_T_I64, MMSB_T_F32, MMSB_T_F64};
+  int op = 1 + (int)take(g, 1) % 5, type = types[take(g, 1) % 5];
+  size_t es = type == MMSB_T_U32 || type == MMSB_T_F32 ? 4 : 8;
+  size_t count = 1 + take(g, 1) % 16, off = es * (take(g, 2) % (sizes[k] / es + 2));
+  uint64_t vals[16];
+  for (size_t i = 0; i < count; i++) vals[i] = (uint64_t)take(g, 4) << 32 | take(g, 4);
+  int rc = mmsb_accumulate(g->r[k], off, op, type, vals, count);
+  bool fits = off + count * es <= sizes[k];
+  bool floaty = type == MMSB_T_F32 || type == MMSB_T_F64;
+  bool valid = fits && !(floaty && (op == MMSB_OP_OR || op == MMSB_OP_XOR));
+  if ((rc == MMSB_OK) != valid) fail(rc ? "accumulate refused" : "accumulate taken", k);
+}
+
+static void make_region(prog *g, int k) {
+  char name[8];
+  snprintf(name, sizeof name, "r%d", k);
+  if (mmsb_region_create(g->bus, name, sizes[k], 0, &g->r[k])) fail("region", k);
+}
+
+static void step(prog *g) {
+  int k = (int)take(g, 1) % NREG;
+  switch (take(g, 1) % 8) {
+  case 0: case 1: case 2: store(g, k); break;
+  case 3: accumulate(g, k); break;
+  case 4: {
+    mmsb_epoch_t e;
+    if (mmsb_commit(g->bus, &e)) fail("commit", k);
+    check_mirrors(g, e);
+    break;
+  }
+  case 5:
+    if (g->m[k]) {
+      if (mmsb_mirror_destroy(g->m[k])) fail("mirror destroy", k);
+      g->m[k] = NULL;
+    } else if (mmsb_mirror_create(g->r[k], -1, &g->m[k])) {
+      fail("mirror create", k); /* it uploads the region as it is now */
+    }
+    break;
+  case 6: /* a region with a mirror or a node stays; one without is made again */
+    if (g->m[k] || (g->copy && k < 2)) {
+      if (mmsb_region_destroy(g->r[k]) != MMSB_EBUSY) fail("destroy not refused", k);
+    } else {
+      if (mmsb_region_destroy(g->r[k])) fail("destroy", k);
+      make_region(g, k);
+    }
+    break;
+  case 7:
+    if (g->copy) {
+      if (mmsb_node_remove(g->copy)) fail("node remove", k);
+      g->copy = NULL;
+    } else if (mmsb_node_create(g->bus, "copy", copy_node, g, &g->copy) ||
+               mmsb_node_input(g->copy, g->r[0]) ||
+               mmsb_node_output(g->copy, g->r[1], MMSB_DETECT_DIFF)) {
+      fail("node", k);
+    }
+    break;
+  }
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
+  static prog g;
+  memset(&g, 0, sizeof g);
+  g.p = data;
+  g.end = data + size;
+  if (mmsb_bus_open(NULL, &g.bus)) fail("bus", -1);
+  for (int k = 0; k < NREG; k++) make_region(&g, k);
+  for (int n = 0; g.p < g.end && n < 4000; n++) step(&g);
+  mmsb_epoch_t e;
+  if (mmsb_commit(g.bus, &e)) fail("last commit", -1);
+  check_mirrors(&g, e);
+  if (mmsb_bus_close(g.bus)) fail("close", -1);
+  return 0;
+}
