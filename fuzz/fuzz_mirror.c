@@ -100,6 +100,10 @@ static void step(prog *g) {
       g->m[k] = NULL;
     } else if (mmsb_mirror_create(g->r[k], -1, &g->m[k])) {
       fail("mirror create", k); /* it uploads the region as it is now */
+    } else {
+      static bool said; /* which backend this run tests, once */
+      if (!said) fprintf(stderr, "fuzz_mirror: %s mirrors\n", mmsb_mirror_backend(g->m[k]));
+      said = true;
     }
     break;
   case 6: /* a region with a mirror or a node stays; one without is made again */
