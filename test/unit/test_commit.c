@@ -482,8 +482,8 @@ static void test_interleaved_buses(void) {
  * region is large (its granule map is dropped a page at a time, not
  * zeroed) and ends mid-page, so the region after it shares a page of the
  * granule map and a word of the page map with it (in a process that has
- * freed no region, a small one follows a large one directly; main runs
- * this test in a process of its own).  Marks go to the
+ * freed no region, small ones fill the gap below a large one and then
+ * follow it; main runs this test in a process of its own).  Marks go to the
  * bitmaps when A's commit folds B's log entries for it. */
 static void test_destroy_clears_own_bits(void) {
   mmsb_bus *A, *B;
@@ -495,7 +495,14 @@ static void test_destroy_clears_own_bits(void) {
   CHECK_OK(mmsb_region_create(B, "r0", sizes[0], 0, &r[0]));
   CHECK_OK(mmsb_region_create(B, "r1", sizes[1], 0, &r[1]));
   uint8_t *end1 = (uint8_t *)mmsb_region_data(r[1]) + sizes[1];
-  CHECK_OK(mmsb_region_create(B, "r2", sizes[2], 0, &r[2]));
+  /* Small regions fill the gap below r1 (its huge page boundary) until
+   * one lands right after it. */
+  for (int fills = 0; fills < 1000; fills++) {
+    char name[16];
+    snprintf(name, sizeof name, "fill%d", fills);
+    CHECK_OK(mmsb_region_create(B, name, sizes[2], 0, &r[2]));
+    if (mmsb_region_data(r[2]) == end1) break;
+  }
   CHECK(mmsb_region_data(r[2]) == end1);
   CHECK_OK(mmsb_commit(A, NULL));
   CHECK_OK(mmsb_commit(B, NULL));
@@ -722,12 +729,60 @@ static void test_accumulate_args(void) {
   CHECK_OK(mmsb_bus_close(bus));
 }
 
+/* The arena reuses what regions free: neighbours' blocks merge, a large
+ * region gets a huge page boundary inside a free block too, and a region
+ * made and dropped a little larger each round stays in one place (before,
+ * each round left a hole the next could not use: 1 GiB rounds ran out of
+ * the arena's 4 TiB after ~4 000).  In a process of its own, so that the
+ * layout starts empty. */
+static void test_arena_reuse(void) {
+  mmsb_bus *bus;
+  mmsb_region *a, *b, *c, *guard, *d, *e;
+  CHECK_OK(mmsb_bus_open(NULL, &bus));
+  CHECK_OK(mmsb_region_create(bus, "a", 8192, 0, &a));
+  CHECK_OK(mmsb_region_create(bus, "b", 8192, 0, &b));
+  CHECK_OK(mmsb_region_create(bus, "c", 8192, 0, &c));
+  CHECK_OK(mmsb_region_create(bus, "guard", 8192, 0, &guard));
+  uint8_t *pa = mmsb_region_data(a);
+  CHECK((uint8_t *)mmsb_region_data(c) == pa + 16384);
+  CHECK_OK(mmsb_region_destroy(a));
+  CHECK_OK(mmsb_region_destroy(b));
+  CHECK_OK(mmsb_region_create(bus, "d", 16384, 0, &d)); /* a's and b's blocks, merged */
+  CHECK((uint8_t *)mmsb_region_data(d) == pa);
+  CHECK_OK(mmsb_region_destroy(c));
+  CHECK_OK(mmsb_region_destroy(d));
+  CHECK_OK(mmsb_region_create(bus, "e", 24576, 0, &e));
+  CHECK((uint8_t *)mmsb_region_data(e) == pa);
+  /* 4 MiB above the guard, then 3 MiB in its place: on a 2 MiB boundary */
+  mmsb_region *big, *mid;
+  CHECK_OK(mmsb_region_create(bus, "big", 4 << 20, 0, &big));
+  uint8_t *pb = mmsb_region_data(big);
+  CHECK(((uintptr_t)pb & ((2 << 20) - 1)) == 0);
+  CHECK_OK(mmsb_region_destroy(big));
+  CHECK_OK(mmsb_region_create(bus, "mid", 3 << 20, 0, &mid));
+  CHECK((uint8_t *)mmsb_region_data(mid) == pb);
+  /* growing rounds: every one in the same place */
+  int moved = 0;
+  for (int i = 0; i < 300; i++) {
+    mmsb_region *r;
+    CHECK_OK(mmsb_region_create(bus, "grow", (64u << 20) + (size_t)i * 4096, 0, &r));
+    static uint8_t *first;
+    if (!i) first = mmsb_region_data(r);
+    moved += (uint8_t *)mmsb_region_data(r) != first;
+    CHECK_OK(mmsb_region_destroy(r));
+  }
+  CHECK(moved == 0);
+  CHECK_OK(mmsb_bus_close(bus));
+  printf("arena: freed blocks merged and reused, 300 growing rounds in %d places\n", 1 + moved);
+}
+
 /* Runs test in a child process, which counts its checks as this one does;
  * its failures become this process's.  Called before any thread starts. */
 static void in_own_process(void (*test)(void)) {
   fflush(stdout);
   pid_t pid = fork();
   if (pid == 0) {
+    check_failures = 0; /* its own, not the parent's so far */
     test();
     fflush(stdout);
     _exit(check_failures ? 1 : 0);
@@ -744,6 +799,7 @@ int main(void) {
   unsetenv("MMSB_MARK_LOG");
   seed = test_seed();
   in_own_process(test_destroy_clears_own_bits);
+  in_own_process(test_arena_reuse);
   test_interleaved_buses(); /* first: regions in creation order, no holes */
   test_tiny_batches(100 * test_scale());
   test_random_epochs(400 * test_scale());
