@@ -1,11 +1,12 @@
 /*
  * fuzz_log.c - untrusted log directories (docs/format.md) through
  * recovery: mmsb_replay (read only), mmsb_log_scan, and mmsb_bus_open
- * (which cuts a torn tail and then writes), plain and with salvage.
+ * (which cuts a torn tail and then writes), plain and with salvage; then
+ * the mmsb tool's log, graph and info commands.
  *
  * The input is one file: its first byte says which (bit 0: a checkpoint,
  * else a segment) and how (bit 1: leave the checksums as they are; bit 2:
- * salvage), the rest is the file's bytes.  Random bytes almost never carry
+ * salvage; bit 3: the mmsb tool's --json), the rest is the file's bytes.  Random bytes almost never carry
  * a valid XXH3-64, so by default the target puts the right checksum into
  * every record whose header and length hold, and at a checkpoint's end:
  * that is what takes the fuzzer past the checksums to the lengths, names,
@@ -96,6 +97,22 @@ static void use(mmsb_bus *bus) {
   mmsb_bus_close(bus);
 }
 
+/* The mmsb tool's commands that read every record without replaying
+ * each epoch (verify, export and diff replay, as mmsb_replay above does,
+ * and read regions whole: a log may name a region of 256 GiB). */
+int mmsb_tool_main(int argc, char **argv); /* tools/mmsb.c's main, renamed */
+static void tool(int how) {
+  static bool quiet;
+  if (!quiet && !freopen("/dev/null", "w", stdout)) abort(); /* what it prints */
+  quiet = true;
+  char *json = how & 8 ? "--json" : NULL;
+  char *log[] = {"mmsb", "log", dir, json, NULL}, *graph[] = {"mmsb", "graph", dir, NULL};
+  char *info[] = {"mmsb", "info", dir, json, NULL};
+  mmsb_tool_main(json ? 4 : 3, log);
+  mmsb_tool_main(3, graph);
+  mmsb_tool_main(json ? 4 : 3, info);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   if (!dir[0]) {
     snprintf(dir, sizeof dir, "/tmp/mmsb-fuzz-log-XXXXXX");
@@ -125,5 +142,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   cfg.sync = MMSB_SYNC_NONE;
   cfg.salvage = (how & 4) != 0;
   if (mmsb_bus_open(&cfg, &bus) == MMSB_OK) use(bus);
+  tool(how);
   return 0;
 }

@@ -50,6 +50,6 @@ int main(int argc, char **argv) {
     }
     if (d) closedir(d);
   }
-  printf("%s: %d inputs replayed, %d unreadable\n", argv[0], files, bad);
+  fprintf(stderr, "%s: %d inputs replayed, %d unreadable\n", argv[0], files, bad);
   return bad || !files;
 }

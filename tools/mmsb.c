@@ -305,7 +305,8 @@ static bool rd32(const uint8_t *p, uint64_t len, uint64_t *at, uint32_t *v) {
 }
 
 static int cmd_graph(const char *dir) {
-  static graph_ctx g;
+  static graph_ctx g; /* 256 KiB of names: not on the stack */
+  memset(&g, 0, sizeof g); /* fuzz/fuzz_log.c calls this once an input */
   if (mmsb_log_scan(dir, graph_record, &g)) return fail(dir);
   printf("digraph mmsb {\n  rankdir=LR;\n");
   uint64_t at = 0;
@@ -332,6 +333,7 @@ static int cmd_graph(const char *dir) {
   }
   printf("}\n");
   free(g.graph);
+  g.graph = NULL;
   if (!ok) fprintf(stderr, "mmsb: %s: malformed graph record\n", dir);
   return ok ? 0 : 1;
 }
