@@ -6,7 +6,8 @@
  * Calls that the API refuses (destroying a region that has a mirror,
  * accumulating past a region's end) must be refused, and the bus must go
  * on.  The mirrors are on MMSB_DEVICE's backend: the host backend in the
- * fuzzing build, the CUDA one where the replay runs on a GPU machine.
+ * fuzzing build, the CUDA one where the replay runs on a GPU machine
+ * (ctest's fuzz_mirror_gpu: MMSB_DEVICE=0, and exit 77 without a GPU).
  */
 #include <mmsb/mmsb.h>
 
@@ -102,8 +103,13 @@ static void step(prog *g) {
       fail("mirror create", k); /* it uploads the region as it is now */
     } else {
       static bool said; /* which backend this run tests, once */
-      if (!said) fprintf(stderr, "fuzz_mirror: %s mirrors\n", mmsb_mirror_backend(g->m[k]));
+      const char *backend = mmsb_mirror_backend(g->m[k]);
+      if (!said) fprintf(stderr, "fuzz_mirror: %s mirrors\n", backend);
       said = true;
+      if (getenv("MMSB_FUZZ_GPU") && strcmp(backend, "cuda")) {
+        fprintf(stderr, "fuzz_mirror: MMSB_FUZZ_GPU set and no GPU: skipped\n");
+        exit(77); /* ctest's fuzz_mirror_gpu: skipped where there is no GPU */
+      }
     }
     break;
   case 6: /* a region with a mirror or a node stays; one without is made again */
