@@ -1,7 +1,8 @@
 /*
  * fuzz_mirror.c - random programs of the mirror API: the input is a
  * sequence of operations (stores, accumulations of every op and type, a
- * copying node, mirrors and regions made and destroyed, commits), and
+ * copying node, a GPU node copying between mirrors, mirrors and regions
+ * made and destroyed, commits), and
  * after every commit each mirror must equal its region byte for byte.
  * Calls that the API refuses (destroying a region that has a mirror,
  * accumulating past a region's end) must be refused, and the bus must go
@@ -26,6 +27,8 @@ typedef struct prog {
   mmsb_region *r[NREG];
   mmsb_mirror *m[NREG];
   mmsb_node *copy; /* r[0] -> r[1]'s first bytes */
+  mmsb_node *gpu;  /* r[2]'s mirror -> r[3]'s at gpu_off */
+  size_t gpu_off;
   uint8_t back[40000];
 } prog;
 
@@ -44,6 +47,33 @@ static int copy_node(void *ctx) {
   prog *g = ctx;
   memcpy(mmsb_region_data(g->r[1]), mmsb_region_data(g->r[0]), 64);
   return 0;
+}
+
+/* The GPU node's launch: r[2]'s 64 bytes into r[3] at gpu_off, copied on
+ * the device (cudaMemcpyAsync, a weak reference: present in CUDA builds,
+ * whose runtime libmmsb carries) or, on the host backend, by the CPU. */
+extern int cudaMemcpyAsync(void *dst, const void *src, size_t n, int kind, void *stream)
+    __attribute__((weak));
+static int gpu_copy(void *ctx, void *stream, void *const *in, void *const *out) {
+  prog *g = ctx;
+  uint8_t *dst = (uint8_t *)out[0] + g->gpu_off;
+  if (strcmp(mmsb_mirror_backend(g->m[3]), "cuda"))
+    return memcpy(dst, in[0], 64), 0;
+  return cudaMemcpyAsync ? cudaMemcpyAsync(dst, in[0], 64, 3 /* device to device */, stream) : -1;
+}
+
+/* Makes the GPU node (and the mirrors it needs), or removes it. */
+static void toggle_gpu_node(prog *g) {
+  if (g->gpu) {
+    if (mmsb_node_remove(g->gpu)) fail("gpu node remove", 3);
+    g->gpu = NULL;
+    return;
+  }
+  for (int k = 2; k <= 3; k++)
+    if (!g->m[k] && mmsb_mirror_create(g->r[k], -1, &g->m[k])) fail("mirror create", k);
+  g->gpu_off = take(g, 2) % (sizes[3] - 64);
+  if (mmsb_gpu_node_create(g->bus, "gpu", gpu_copy, g, &g->m[2], 1, &g->m[3], 1, &g->gpu))
+    fail("gpu node", 3);
 }
 
 static void check_mirrors(prog *g, mmsb_epoch_t e) {
@@ -86,9 +116,10 @@ static void make_region(prog *g, int k) {
 
 static void step(prog *g) {
   int k = (int)take(g, 1) % NREG;
-  switch (take(g, 1) % 8) {
-  case 0: case 1: case 2: store(g, k); break;
-  case 3: accumulate(g, k); break;
+  bool gpu_out = g->gpu && k == 3; /* the GPU node is r[3]'s one producer */
+  switch (take(g, 1) % 9) {
+  case 0: case 1: case 2: if (!gpu_out) store(g, k); break;
+  case 3: if (!gpu_out) accumulate(g, k); break;
   case 4: {
     mmsb_epoch_t e;
     if (mmsb_commit(g->bus, &e)) fail("commit", k);
@@ -96,7 +127,9 @@ static void step(prog *g) {
     break;
   }
   case 5:
-    if (g->m[k]) {
+    if (g->gpu && (k == 2 || k == 3)) { /* held by the GPU node */
+      if (mmsb_mirror_destroy(g->m[k]) != MMSB_EBUSY) fail("mirror destroy not refused", k);
+    } else if (g->m[k]) {
       if (mmsb_mirror_destroy(g->m[k])) fail("mirror destroy", k);
       g->m[k] = NULL;
     } else if (mmsb_mirror_create(g->r[k], -1, &g->m[k])) {
@@ -130,6 +163,7 @@ static void step(prog *g) {
       fail("node", k);
     }
     break;
+  case 8: toggle_gpu_node(g); break;
   }
 }
 

@@ -341,7 +341,17 @@ static int gpu_run(void *ctx) {
     if (!rc) rc = g->in[i]->ops->wait(g->in[i]->stream, g->in[i]->applied);
     in[i] = g->in[i]->dptr;
   }
-  for (int i = 0; i < g->nout && !rc; i++) out[i] = g->out[i]->dptr;
+  /* The outputs too: a store of the program into an output region in this
+   * epoch (the node should be its one producer) would otherwise never
+   * reach the mirror, which counts as holding the epoch once the node has
+   * run, and the two would differ from then on.  Where the node writes
+   * the same bytes, its values win in both.  The launch goes to output
+   * 0's stream, behind that mirror's apply; the others are waited for. */
+  for (int i = 0; i < g->nout && !rc; i++) {
+    rc = catch_up(g->out[i], b);
+    if (!rc && i > 0) rc = g->out[i]->ops->wait(g->out[i]->stream, g->out[i]->applied);
+    out[i] = g->out[i]->dptr;
+  }
   if (rc) return rc;
   const mmsb_dev_ops *ops = g->out[0]->ops;
   void *stream = ops->native(g->out[0]->stream);

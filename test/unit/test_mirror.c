@@ -163,6 +163,52 @@ static int plus_one(void *ctx) {
   return 0;
 }
 
+/* A program's store into a GPU node's output region (the node should be
+ * its one producer) reaches the output's mirror, in epochs where the node
+ * runs and where it does not: the mirror once counted as holding the
+ * epoch as soon as the node had run, and the store never reached it
+ * (fuzz_mirror found it). */
+static int launch_head(void *ctx, void *stream, void *const *in, void *const *out) {
+  (void)ctx;
+  (void)stream;
+  memcpy(out[0], in[0], 64);
+  return 0;
+}
+
+static void test_gpu_output_stores(void) {
+  mmsb_bus *bus;
+  mmsb_region *a, *b;
+  mmsb_mirror *ma, *mb;
+  mmsb_node *g;
+  CHECK_OK(mmsb_bus_open(NULL, &bus));
+  CHECK_OK(mmsb_region_create(bus, "a", 4096, 0, &a));
+  CHECK_OK(mmsb_region_create(bus, "b", 4096, 0, &b));
+  CHECK_OK(mmsb_mirror_create(a, -1, &ma));
+  CHECK_OK(mmsb_mirror_create(b, -1, &mb));
+  CHECK_OK(mmsb_gpu_node_create(bus, "head", launch_head, NULL, &ma, 1, &mb, 1, &g));
+  uint64_t *pa = mmsb_region_data(a), *pb = mmsb_region_data(b), back[512];
+  int bad = 0;
+  for (int e = 1; e <= 6; e++) {
+    if (e % 2) { /* the node runs */
+      pa[1] = (uint64_t)e;
+      mmsb_touch(&pa[1], 8);
+    }
+    pb[300] = (uint64_t)e * 7; /* the program's own store */
+    pb[1] = 99;                /* and one the node overwrites when it runs */
+    mmsb_touch(&pb[300], 8);
+    mmsb_touch(&pb[1], 8);
+    mmsb_epoch_t got;
+    CHECK_OK(mmsb_commit(bus, &got));
+    CHECK_OK(mmsb_mirror_wait(mb, got));
+    CHECK_OK(mmsb_mirror_download(mb, back));
+    bad += memcmp(back, pb, 4096) != 0;
+    CHECK(pb[300] == (uint64_t)e * 7 && pb[1] == (e % 2 ? (uint64_t)e : 99u));
+  }
+  CHECK(bad == 0);
+  CHECK_OK(mmsb_node_remove(g));
+  CHECK_OK(mmsb_bus_close(bus));
+}
+
 static void test_gpu_node_feeds_cpu(void) {
   mmsb_bus *bus;
   CHECK_OK(mmsb_bus_open(NULL, &bus));
@@ -557,5 +603,6 @@ int main(int argc, char **argv) {
   test_waiter_thread(60 * test_scale());
   test_diff(60 * test_scale());
   if (device < 0) test_gpu_node_feeds_cpu();
+  if (device < 0) test_gpu_output_stores();
   return check_done(device < 0 ? "test_mirror host" : "test_mirror gpu");
 }
