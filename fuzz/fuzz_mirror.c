@@ -80,7 +80,13 @@ static void check_mirrors(prog *g, mmsb_epoch_t e) {
   for (int k = 0; k < NREG; k++) {
     if (!g->m[k]) continue;
     if (mmsb_mirror_wait(g->m[k], e) || mmsb_mirror_download(g->m[k], g->back)) fail("wait", k);
-    if (memcmp(g->back, mmsb_region_data(g->r[k]), sizes[k])) fail("mirror differs", k);
+    const uint8_t *d = mmsb_region_data(g->r[k]);
+    for (size_t i = 0; i < sizes[k]; i++)
+      if (g->back[i] != d[i]) {
+        fprintf(stderr, "fuzz_mirror: epoch %llu, byte %zu: mirror %#x, region %#x\n",
+                (unsigned long long)e, i, g->back[i], d[i]);
+        fail("mirror differs", k);
+      }
   }
 }
 

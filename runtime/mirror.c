@@ -138,7 +138,20 @@ static bool pinned(const mmsb_mirror *m, const mmsb_batch *b) {
   return m->ops->host_mem && b->bytes.mem == m->ops->host_mem;
 }
 
-/* Brings m to the epoch of b (once per epoch). */
+/* Applies the gathered deltas of b to the copy at dst, on m's stream. */
+static int apply_to(mmsb_mirror *m, const mmsb_batch *b, const gathered *g, void *dst,
+                    bool was_staged) {
+  return m->ops->apply(m->stream, dst, m->r->size, b->bytes.p + g->first, g->len, g->index,
+                       g->first, g->n, g->one_per_page, mmsb_batch_epoch(b),
+                       m->bus->cfg.commit_threads, was_staged, pinned(m, b));
+}
+
+/* Brings m to the epoch of b (once per epoch).  A GPU node's output keeps
+ * its previous version in step: the node's diff must find what its kernel
+ * changes from the region as the epoch left it, a program's store that
+ * the kernel writes back to the old value included (else the host kept
+ * the store and the mirror the old value).  Only a store into the output
+ * of a GPU node gets here, which the node should be the one producer of. */
 static int catch_up(mmsb_mirror *m, const mmsb_batch *b) {
   mmsb_epoch_t e = mmsb_batch_epoch(b);
   if (m->applied >= e) return MMSB_OK;
@@ -146,10 +159,8 @@ static int catch_up(mmsb_mirror *m, const mmsb_batch *b) {
   int rc = gather(m, b, &g);
   bool was_staged = !rc && g.n && staged(m, e, &g);
   if (was_staged) atomic_fetch_add_explicit(&mmsb_staged_applies, 1, memory_order_relaxed);
-  if (!rc && g.n)
-    rc = m->ops->apply(m->stream, m->dptr, m->r->size, b->bytes.p + g.first, g.len, g.index,
-                       g.first, g.n, g.one_per_page, e, m->bus->cfg.commit_threads, was_staged,
-                       pinned(m, b));
+  if (!rc && g.n) rc = apply_to(m, b, &g, m->dptr, was_staged);
+  if (!rc && g.n && m->dprev) rc = apply_to(m, b, &g, m->dprev, false);
   m->staged = 0;
   if (!rc) m->applied = e;
   return rc;

@@ -165,9 +165,11 @@ static int plus_one(void *ctx) {
 
 /* A program's store into a GPU node's output region (the node should be
  * its one producer) reaches the output's mirror, in epochs where the node
- * runs and where it does not: the mirror once counted as holding the
- * epoch as soon as the node had run, and the store never reached it
- * (fuzz_mirror found it). */
+ * runs and where it does not, and the node's values win where it writes
+ * too, the old value over a store included: the mirror once counted as
+ * holding the epoch as soon as the node had run, and the store never
+ * reached it; and the node's diff compared with a previous version that
+ * lacked the store (fuzz_mirror found both). */
 static int launch_head(void *ctx, void *stream, void *const *in, void *const *out) {
   (void)ctx;
   (void)stream;
@@ -194,15 +196,17 @@ static void test_gpu_output_stores(void) {
       mmsb_touch(&pa[1], 8);
     }
     pb[300] = (uint64_t)e * 7; /* the program's own store */
-    pb[1] = 99;                /* and one the node overwrites when it runs */
+    pb[1] = 99;                /* one the node overwrites when it runs */
+    pb[2] = 555;               /* and one it sets back to what it was (0) */
     mmsb_touch(&pb[300], 8);
-    mmsb_touch(&pb[1], 8);
+    mmsb_touch(&pb[1], 2 * 8);
     mmsb_epoch_t got;
     CHECK_OK(mmsb_commit(bus, &got));
     CHECK_OK(mmsb_mirror_wait(mb, got));
     CHECK_OK(mmsb_mirror_download(mb, back));
     bad += memcmp(back, pb, 4096) != 0;
     CHECK(pb[300] == (uint64_t)e * 7 && pb[1] == (e % 2 ? (uint64_t)e : 99u));
+    CHECK(pb[2] == (e % 2 ? 0u : 555u));
   }
   CHECK(bad == 0);
   CHECK_OK(mmsb_node_remove(g));
