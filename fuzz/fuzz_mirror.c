@@ -29,6 +29,7 @@ typedef struct prog {
   mmsb_node *copy; /* r[0] -> r[1]'s first bytes */
   mmsb_node *gpu;  /* r[2]'s mirror -> r[3]'s at gpu_off */
   size_t gpu_off;
+  bool r2_changed; /* since the last commit: the GPU node runs */
   uint8_t back[40000];
 } prog;
 
@@ -76,6 +77,14 @@ static void toggle_gpu_node(prog *g) {
     fail("gpu node", 3);
 }
 
+/* After a commit in which the GPU node ran: its copy is in r[3]. */
+static void check_gpu_copy(prog *g) {
+  if (g->gpu && g->r2_changed &&
+      memcmp((uint8_t *)mmsb_region_data(g->r[3]) + g->gpu_off, mmsb_region_data(g->r[2]), 64))
+    fail("the GPU node's copy is not in its output", 3);
+  g->r2_changed = false;
+}
+
 static void check_mirrors(prog *g, mmsb_epoch_t e) {
   for (int k = 0; k < NREG; k++) {
     if (!g->m[k]) continue;
@@ -101,7 +110,8 @@ static void store(prog *g, int k) {
   if (mmsb_touch(d + off, len)) fail("touch", k);
 }
 
-static void accumulate(prog *g, int k) {
+/* Queues an accumulation; whether it was taken. */
+static bool accumulate(prog *g, int k) {
   static const int types[] = {MMSB_T_U32, MMSB_T_U64, MMSB_T_I64, MMSB_T_F32, MMSB_T_F64};
   int op = 1 + (int)take(g, 1) % 5, type = types[take(g, 1) % 5];
   size_t es = type == MMSB_T_U32 || type == MMSB_T_F32 ? 4 : 8;
@@ -113,6 +123,7 @@ static void accumulate(prog *g, int k) {
   bool floaty = type == MMSB_T_F32 || type == MMSB_T_F64;
   bool valid = fits && !(floaty && (op == MMSB_OP_OR || op == MMSB_OP_XOR));
   if ((rc == MMSB_OK) != valid) fail(rc ? "accumulate refused" : "accumulate taken", k);
+  return rc == MMSB_OK;
 }
 
 static void make_region(prog *g, int k) {
@@ -125,12 +136,17 @@ static void step(prog *g) {
   int k = (int)take(g, 1) % NREG;
   bool gpu_out = g->gpu && k == 3; /* the GPU node is r[3]'s one producer */
   switch (take(g, 1) % 9) {
-  case 0: case 1: case 2: if (!gpu_out) store(g, k); break;
-  case 3: if (!gpu_out) accumulate(g, k); break;
+  case 0: case 1: case 2:
+    if (!gpu_out) store(g, k), g->r2_changed |= k == 2;
+    break;
+  case 3:
+    if (!gpu_out) g->r2_changed |= accumulate(g, k) && k == 2;
+    break;
   case 4: {
     mmsb_epoch_t e;
     if (mmsb_commit(g->bus, &e)) fail("commit", k);
     check_mirrors(g, e);
+    check_gpu_copy(g);
     break;
   }
   case 5:
@@ -185,6 +201,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   mmsb_epoch_t e;
   if (mmsb_commit(g.bus, &e)) fail("last commit", -1);
   check_mirrors(&g, e);
+  check_gpu_copy(&g);
   if (mmsb_bus_close(g.bus)) fail("close", -1);
   return 0;
 }
