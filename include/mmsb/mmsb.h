@@ -387,14 +387,17 @@ int mmsb_mirror_destroy(mmsb_mirror *m);
  * the order given).  After it, each output mirror is diffed on the device
  * against its previous version; the changed granules come back as deltas
  * of the same epoch, are applied to the host regions, logged, and
- * propagate further.  Return nonzero from launch for failure: the commit
- * then fails with MMSB_ENODE and seals nothing, as for any node, and so it
- * does when a CUDA call of the node fails (a kernel that wrote outside
- * its memory loses the device for the process); mmsb_last_error names the
- * node and the cause ("its launch function returned 3", CUDA's message).
- * All its
- * mirrors must be on one device (MMSB_EINVAL otherwise); launch runs with
- * that device current on its thread, which may be a pool thread. */
+ * propagate further.  The node should be its outputs' one producer; where
+ * the program stores into an output region all the same, its bytes reach
+ * the mirror before the launch, and the node's win where both write, in
+ * the region and the mirror alike.  Return nonzero from launch for
+ * failure: the commit then fails with MMSB_ENODE and seals nothing, as
+ * for any node, and so it does when a CUDA call of the node fails (a
+ * kernel that wrote outside its memory loses the device for the process);
+ * mmsb_last_error names the node and the cause ("its launch function
+ * returned 3", CUDA's message).  All its mirrors must be on one device
+ * (MMSB_EINVAL otherwise); launch runs with that device current on its
+ * thread, which may be a pool thread. */
 typedef int (*mmsb_gpu_launch_fn)(void *ctx, void *stream, void *const *in, void *const *out);
 int mmsb_gpu_node_create(mmsb_bus *bus, const char *name, mmsb_gpu_launch_fn launch,
                          void *ctx, mmsb_mirror *const *in, int nin,
