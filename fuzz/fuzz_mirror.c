@@ -1,8 +1,9 @@
 /*
  * fuzz_mirror.c - random programs of the mirror API: the input is a
- * sequence of operations (stores, accumulations of every op and type, a
- * copying node, a GPU node copying between mirrors, mirrors and regions
- * made and destroyed, commits), and
+ * sequence of operations (stores, scattered stores enough for the general
+ * way of collection, accumulations of every op and type, a copying node,
+ * a GPU node copying between mirrors, mirrors and regions made and
+ * destroyed, commits), and
  * after every commit each mirror must equal its region byte for byte.
  * Calls that the API refuses (destroying a region that has a mirror,
  * accumulating past a region's end) must be refused, and the bus must go
@@ -110,6 +111,20 @@ static void store(prog *g, int k) {
   if (mmsb_touch(d + off, len)) fail("touch", k);
 }
 
+/* Many scattered 8-byte stores (up to 8 160): an epoch of 4 096 entries
+ * or more is collected the general way, on the pool when the bus has
+ * threads for it. */
+static void scatter(prog *g, int k) {
+  uint64_t *w = mmsb_region_data(g->r[k]);
+  size_t words = sizes[k] / 8, n = 32 * (size_t)take(g, 1);
+  uint32_t x = take(g, 4) | 1;
+  for (size_t i = 0; i < n && words; i++) {
+    x ^= x << 13, x ^= x >> 17, x ^= x << 5; /* xorshift32 */
+    w[x % words] += i;
+    if (mmsb_touch(&w[x % words], 8)) fail("touch", k);
+  }
+}
+
 /* Queues an accumulation; whether it was taken. */
 static bool accumulate(prog *g, int k) {
   static const int types[] = {MMSB_T_U32, MMSB_T_U64, MMSB_T_I64, MMSB_T_F32, MMSB_T_F64};
@@ -135,9 +150,13 @@ static void make_region(prog *g, int k) {
 static void step(prog *g) {
   int k = (int)take(g, 1) % NREG;
   bool gpu_out = g->gpu && k == 3; /* the GPU node is r[3]'s one producer */
-  switch (take(g, 1) % 9) {
-  case 0: case 1: case 2:
-    if (!gpu_out) store(g, k), g->r2_changed |= k == 2;
+  uint32_t op = take(g, 1);
+  switch (op % 9) { /* (op bytes keep their meaning: the corpus stays valid) */
+  case 0: case 1: case 2: /* a store; 6 op bytes of 256, many scattered ones */
+    if (gpu_out) break;
+    if (op >= 243) scatter(g, k);
+    else store(g, k);
+    g->r2_changed |= k == 2;
     break;
   case 3:
     if (!gpu_out) g->r2_changed |= accumulate(g, k) && k == 2;
