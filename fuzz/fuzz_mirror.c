@@ -1,13 +1,13 @@
 /*
- * fuzz_mirror.c - random programs of the mirror API: the input is a
- * sequence of operations (stores, scattered stores enough for the general
- * way of collection, accumulations of every op and type, a copying node,
- * a GPU node copying between mirrors, mirrors and regions made and
- * destroyed, commits), and
- * after every commit each mirror must equal its region byte for byte.
- * Calls that the API refuses (destroying a region that has a mirror,
- * accumulating past a region's end) must be refused, and the bus must go
- * on.  The mirrors are on MMSB_DEVICE's backend: the host backend in the
+ * fuzz_mirror.c - random programs of the mirror API.  The input is a
+ * sequence of operations: stores (some of thousands of scattered words,
+ * so that epochs are collected the general way too), accumulations of
+ * every op and type, a copying node, a GPU node copying between mirrors,
+ * mirrors and regions made and destroyed, commits.  After every commit
+ * each mirror must equal its region byte for byte, and the GPU node's copy
+ * must be in its output when it ran.  Calls that the API refuses
+ * (destroying a region that has a mirror, accumulating past a region's
+ * end) must be refused, and the bus must go on.  The mirrors are on MMSB_DEVICE's backend: the host backend in the
  * fuzzing build, the CUDA one where the replay runs on a GPU machine
  * (ctest's fuzz_mirror_gpu: MMSB_DEVICE=0, and exit 77 without a GPU).
  */
