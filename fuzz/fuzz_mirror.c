@@ -51,6 +51,19 @@ static int copy_node(void *ctx) {
   return 0;
 }
 
+/* Makes r[k]'s mirror, which uploads the region as it is now. */
+static void make_mirror(prog *g, int k) {
+  if (mmsb_mirror_create(g->r[k], -1, &g->m[k])) fail("mirror create", k);
+  static bool said; /* which backend this run tests, once */
+  const char *backend = mmsb_mirror_backend(g->m[k]);
+  if (!said) fprintf(stderr, "fuzz_mirror: %s mirrors\n", backend);
+  said = true;
+  if (getenv("MMSB_FUZZ_GPU") && strcmp(backend, "cuda")) {
+    fprintf(stderr, "fuzz_mirror: MMSB_FUZZ_GPU set and no GPU: skipped\n");
+    exit(77); /* ctest's fuzz_mirror_gpu: skipped where there is no GPU */
+  }
+}
+
 /* The GPU node's launch: r[2]'s 64 bytes into r[3] at gpu_off, copied on
  * the device (cudaMemcpyAsync, a weak reference: present in CUDA builds,
  * whose runtime libmmsb carries) or, on the host backend, by the CPU. */
@@ -72,7 +85,7 @@ static void toggle_gpu_node(prog *g) {
     return;
   }
   for (int k = 2; k <= 3; k++)
-    if (!g->m[k] && mmsb_mirror_create(g->r[k], -1, &g->m[k])) fail("mirror create", k);
+    if (!g->m[k]) make_mirror(g, k);
   g->gpu_off = take(g, 2) % (sizes[3] - 64);
   if (mmsb_gpu_node_create(g->bus, "gpu", gpu_copy, g, &g->m[2], 1, &g->m[3], 1, &g->gpu))
     fail("gpu node", 3);
@@ -147,6 +160,40 @@ static void make_region(prog *g, int k) {
   if (mmsb_region_create(g->bus, name, sizes[k], 0, &g->r[k])) fail("region", k);
 }
 
+/* Makes r[k]'s mirror or destroys it (refused while the GPU node holds it). */
+static void toggle_mirror(prog *g, int k) {
+  if (g->gpu && (k == 2 || k == 3)) {
+    if (mmsb_mirror_destroy(g->m[k]) != MMSB_EBUSY) fail("mirror destroy not refused", k);
+  } else if (g->m[k]) {
+    if (mmsb_mirror_destroy(g->m[k])) fail("mirror destroy", k);
+    g->m[k] = NULL;
+  } else {
+    make_mirror(g, k);
+  }
+}
+
+/* A region with a mirror or a node stays (refused); one without is made
+ * again. */
+static void remake_region(prog *g, int k) {
+  if (g->m[k] || (g->copy && k < 2)) {
+    if (mmsb_region_destroy(g->r[k]) != MMSB_EBUSY) fail("destroy not refused", k);
+    return;
+  }
+  if (mmsb_region_destroy(g->r[k])) fail("destroy", k);
+  make_region(g, k);
+}
+
+static void toggle_cpu_node(prog *g) {
+  if (g->copy) {
+    if (mmsb_node_remove(g->copy)) fail("node remove", 1);
+    g->copy = NULL;
+  } else if (mmsb_node_create(g->bus, "copy", copy_node, g, &g->copy) ||
+             mmsb_node_input(g->copy, g->r[0]) ||
+             mmsb_node_output(g->copy, g->r[1], MMSB_DETECT_DIFF)) {
+    fail("node", 1);
+  }
+}
+
 static void step(prog *g) {
   int k = (int)take(g, 1) % NREG;
   bool gpu_out = g->gpu && k == 3; /* the GPU node is r[3]'s one producer */
@@ -168,43 +215,9 @@ static void step(prog *g) {
     check_gpu_copy(g);
     break;
   }
-  case 5:
-    if (g->gpu && (k == 2 || k == 3)) { /* held by the GPU node */
-      if (mmsb_mirror_destroy(g->m[k]) != MMSB_EBUSY) fail("mirror destroy not refused", k);
-    } else if (g->m[k]) {
-      if (mmsb_mirror_destroy(g->m[k])) fail("mirror destroy", k);
-      g->m[k] = NULL;
-    } else if (mmsb_mirror_create(g->r[k], -1, &g->m[k])) {
-      fail("mirror create", k); /* it uploads the region as it is now */
-    } else {
-      static bool said; /* which backend this run tests, once */
-      const char *backend = mmsb_mirror_backend(g->m[k]);
-      if (!said) fprintf(stderr, "fuzz_mirror: %s mirrors\n", backend);
-      said = true;
-      if (getenv("MMSB_FUZZ_GPU") && strcmp(backend, "cuda")) {
-        fprintf(stderr, "fuzz_mirror: MMSB_FUZZ_GPU set and no GPU: skipped\n");
-        exit(77); /* ctest's fuzz_mirror_gpu: skipped where there is no GPU */
-      }
-    }
-    break;
-  case 6: /* a region with a mirror or a node stays; one without is made again */
-    if (g->m[k] || (g->copy && k < 2)) {
-      if (mmsb_region_destroy(g->r[k]) != MMSB_EBUSY) fail("destroy not refused", k);
-    } else {
-      if (mmsb_region_destroy(g->r[k])) fail("destroy", k);
-      make_region(g, k);
-    }
-    break;
-  case 7:
-    if (g->copy) {
-      if (mmsb_node_remove(g->copy)) fail("node remove", k);
-      g->copy = NULL;
-    } else if (mmsb_node_create(g->bus, "copy", copy_node, g, &g->copy) ||
-               mmsb_node_input(g->copy, g->r[0]) ||
-               mmsb_node_output(g->copy, g->r[1], MMSB_DETECT_DIFF)) {
-      fail("node", k);
-    }
-    break;
+  case 5: toggle_mirror(g, k); break;
+  case 6: remake_region(g, k); break;
+  case 7: toggle_cpu_node(g); break;
   case 8: toggle_gpu_node(g); break;
   }
 }
