@@ -40,6 +40,11 @@ static void empty_dir(void) {
   if (d) closedir(d);
 }
 
+static void remove_dir(void) {
+  empty_dir();
+  rmdir(dir);
+}
+
 static void spill(const char *name, const uint8_t *p, size_t len) {
   char path[512];
   snprintf(path, sizeof path, "%s/%s", dir, name);
@@ -117,6 +122,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   if (!dir[0]) {
     snprintf(dir, sizeof dir, "/tmp/mmsb-fuzz-log-XXXXXX");
     if (!mkdtemp(dir)) abort();
+    atexit(remove_dir); /* a replay in the tests leaves nothing behind */
   }
   if (size < 1) return 0;
   int how = data[0];
