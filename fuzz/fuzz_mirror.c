@@ -2,7 +2,8 @@
  * fuzz_mirror.c - random programs of the mirror API.  The input is a
  * sequence of operations: stores (some of thousands of scattered words,
  * so that epochs are collected the general way too), accumulations of
- * every op and type, a copying node, a GPU node copying between mirrors,
+ * every op and type, a copying node, a GPU node copying between mirrors
+ * (into two outputs, one of them the copying node's input),
  * mirrors and regions made and destroyed, commits.  After every commit
  * each mirror must equal its region byte for byte, and the GPU node's copy
  * must be in its output when it ran.  Calls that the API refuses
@@ -28,7 +29,7 @@ typedef struct prog {
   mmsb_region *r[NREG];
   mmsb_mirror *m[NREG];
   mmsb_node *copy; /* r[0] -> r[1]'s first bytes */
-  mmsb_node *gpu;  /* r[2]'s mirror -> r[3]'s at gpu_off */
+  mmsb_node *gpu;  /* r[2]'s mirror -> r[3]'s at gpu_off, and r[0]'s */
   size_t gpu_off;
   bool r2_changed; /* since the last commit: the GPU node runs */
   uint8_t back[40000];
@@ -64,17 +65,27 @@ static void make_mirror(prog *g, int k) {
   }
 }
 
-/* The GPU node's launch: r[2]'s 64 bytes into r[3] at gpu_off, copied on
- * the device (cudaMemcpyAsync, a weak reference: present in CUDA builds,
- * whose runtime libmmsb carries) or, on the host backend, by the CPU. */
+/* Where the GPU node's second output, r[0], gets r[2]'s first 8 bytes
+ * (r[0] feeds the CPU node: a GPU node feeding a CPU node). */
+static size_t gpu_off0(const prog *g) { return g->gpu_off % (sizes[0] - 8); }
+
+/* The GPU node's launch: r[2]'s 64 bytes into r[3] at gpu_off and its
+ * first 8 into r[0], copied on the device (cudaMemcpyAsync, a weak
+ * reference: present in CUDA builds, whose runtime libmmsb carries) or,
+ * on the host backend, by the CPU. */
 extern int cudaMemcpyAsync(void *dst, const void *src, size_t n, int kind, void *stream)
     __attribute__((weak));
 static int gpu_copy(void *ctx, void *stream, void *const *in, void *const *out) {
   prog *g = ctx;
-  uint8_t *dst = (uint8_t *)out[0] + g->gpu_off;
-  if (strcmp(mmsb_mirror_backend(g->m[3]), "cuda"))
-    return memcpy(dst, in[0], 64), 0;
-  return cudaMemcpyAsync ? cudaMemcpyAsync(dst, in[0], 64, 3 /* device to device */, stream) : -1;
+  uint8_t *dst = (uint8_t *)out[0] + g->gpu_off, *dst0 = (uint8_t *)out[1] + gpu_off0(g);
+  if (strcmp(mmsb_mirror_backend(g->m[3]), "cuda")) {
+    memcpy(dst, in[0], 64);
+    memcpy(dst0, in[0], 8);
+    return 0;
+  }
+  if (!cudaMemcpyAsync) return -1;
+  int rc = cudaMemcpyAsync(dst, in[0], 64, 3 /* device to device */, stream);
+  return rc ? rc : cudaMemcpyAsync(dst0, in[0], 8, 3, stream);
 }
 
 /* Makes the GPU node (and the mirrors it needs), or removes it. */
@@ -84,18 +95,22 @@ static void toggle_gpu_node(prog *g) {
     g->gpu = NULL;
     return;
   }
-  for (int k = 2; k <= 3; k++)
-    if (!g->m[k]) make_mirror(g, k);
+  for (int k = 0; k < NREG; k++)
+    if (k != 1 && !g->m[k]) make_mirror(g, k);
   g->gpu_off = take(g, 2) % (sizes[3] - 64);
-  if (mmsb_gpu_node_create(g->bus, "gpu", gpu_copy, g, &g->m[2], 1, &g->m[3], 1, &g->gpu))
+  mmsb_mirror *out[2] = {g->m[3], g->m[0]};
+  if (mmsb_gpu_node_create(g->bus, "gpu", gpu_copy, g, &g->m[2], 1, out, 2, &g->gpu))
     fail("gpu node", 3);
 }
 
-/* After a commit in which the GPU node ran: its copy is in r[3]. */
+/* After a commit in which the GPU node ran: its copies are in r[3] and
+ * r[0]. */
 static void check_gpu_copy(prog *g) {
+  const uint8_t *src = mmsb_region_data(g->r[2]);
   if (g->gpu && g->r2_changed &&
-      memcmp((uint8_t *)mmsb_region_data(g->r[3]) + g->gpu_off, mmsb_region_data(g->r[2]), 64))
-    fail("the GPU node's copy is not in its output", 3);
+      (memcmp((uint8_t *)mmsb_region_data(g->r[3]) + g->gpu_off, src, 64) ||
+       memcmp((uint8_t *)mmsb_region_data(g->r[0]) + gpu_off0(g), src, 8)))
+    fail("the GPU node's copy is not in its outputs", 3);
   g->r2_changed = false;
 }
 
@@ -162,7 +177,7 @@ static void make_region(prog *g, int k) {
 
 /* Makes r[k]'s mirror or destroys it (refused while the GPU node holds it). */
 static void toggle_mirror(prog *g, int k) {
-  if (g->gpu && (k == 2 || k == 3)) {
+  if (g->gpu && k != 1) { /* held by the GPU node */
     if (mmsb_mirror_destroy(g->m[k]) != MMSB_EBUSY) fail("mirror destroy not refused", k);
   } else if (g->m[k]) {
     if (mmsb_mirror_destroy(g->m[k])) fail("mirror destroy", k);
@@ -196,7 +211,7 @@ static void toggle_cpu_node(prog *g) {
 
 static void step(prog *g) {
   int k = (int)take(g, 1) % NREG;
-  bool gpu_out = g->gpu && k == 3; /* the GPU node is r[3]'s one producer */
+  bool gpu_out = g->gpu && (k == 3 || k == 0); /* the GPU node's outputs */
   uint32_t op = take(g, 1);
   switch (op % 9) { /* (op bytes keep their meaning: the corpus stays valid) */
   case 0: case 1: case 2: /* a store; 6 op bytes of 256, many scattered ones */
