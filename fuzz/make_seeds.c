@@ -2,7 +2,7 @@
  * make_seeds.c - writes the seed corpus of the fuzz targets from a real
  * bus, so that the fuzzer starts from valid batches and logs:
  *   make_seeds OUT   ->  OUT/fuzz_batch/seed-*  OUT/fuzz_log/seed-*
- * The epochs have a whole page, runs, every accumulating op and type, a
+ * The epochs have a whole page, runs, accumulations (integer and float), a
  * short last page, a node (a graph record), a plain and a zstd checkpoint.
  * Run it again when docs/format.md changes, and commit what it writes.
  */
@@ -59,7 +59,8 @@ static void save_dir(const char *dir, const char *tag, const char *suffix) {
   if (d) closedir(d);
 }
 
-static int copy_out(void *ctx) { (void)ctx; return 0; }
+/* The node is there for the log's graph record; it changes nothing. */
+static int no_change(void *ctx) { (void)ctx; return 0; }
 
 static void epochs(mmsb_bus *bus, mmsb_region *a, mmsb_region *b, int n, int save) {
   uint8_t *pa = mmsb_region_data(a);
@@ -99,7 +100,7 @@ int main(int argc, char **argv) {
   mmsb_node *n;
   if (mmsb_bus_open(&cfg, &bus) || mmsb_region_create(bus, "a", 3 * 4096 + 100, 0, &a) ||
       mmsb_region_create(bus, "b", 4096, 0, &b) || mmsb_region_create(bus, "c", 64, 0, &c) ||
-      mmsb_node_create(bus, "n", copy_out, NULL, &n) || mmsb_node_input(n, b) ||
+      mmsb_node_create(bus, "n", no_change, NULL, &n) || mmsb_node_input(n, b) ||
       mmsb_node_output(n, c, MMSB_DETECT_DIFF)) {
     fprintf(stderr, "make_seeds: %s\n", mmsb_last_error());
     return 1;

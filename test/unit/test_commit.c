@@ -763,10 +763,10 @@ static void test_arena_reuse(void) {
   CHECK((uint8_t *)mmsb_region_data(mid) == pb);
   /* growing rounds: every one in the same place */
   int moved = 0;
+  uint8_t *first = NULL;
   for (int i = 0; i < 300; i++) {
     mmsb_region *r;
     CHECK_OK(mmsb_region_create(bus, "grow", (64u << 20) + (size_t)i * 4096, 0, &r));
-    static uint8_t *first;
     if (!i) first = mmsb_region_data(r);
     moved += (uint8_t *)mmsb_region_data(r) != first;
     CHECK_OK(mmsb_region_destroy(r));

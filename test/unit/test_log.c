@@ -425,7 +425,8 @@ static void test_huge_claims(void) {
     memcpy(&plen, f + off + 16, 8);
     if (plen > len - off - MMSB_REC_HDR) break;
     uint8_t *pl = f + off + MMSB_REC_HDR;
-    if (type == MMSB_REC_REGION && plen >= 18 && !memcmp(pl + 18, "a", 1) && !(pl[4] & 1)) {
+    /* id u32, flags u32, size u64, name_len u16, name: region "a", no image */
+    if (type == MMSB_REC_REGION && plen > 18 && !memcmp(pl + 18, "a", 1) && !(pl[4] & 1)) {
       memcpy(pl + 8, &huge, 8);
       const void *parts[2] = {f + off, pl};
       size_t lens[2] = {24, (size_t)plen};
